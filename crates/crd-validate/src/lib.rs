@@ -1,0 +1,1 @@
+//! Validate custom resources against a CRD schema and its CEL rules.

@@ -1,0 +1,4 @@
+//! otaplane: declarative IoT firmware over-the-air updates on Kubernetes.
+//!
+//! Layers: [`api`] holds the custom resource types (no I/O).
+pub mod api;
