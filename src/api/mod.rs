@@ -1,6 +1,17 @@
 //! The custom resources: the public contract of otaplane.
+//!
+//! Three namespaced kinds in `otaplane.io/v1alpha1`: [`OtaProvider`] (a vendor account),
+//! [`FirmwarePackage`] (an artifact registered with that vendor) and [`UpgradeCampaign`]
+//! (a staged rollout of a package to devices). This module does no I/O.
 
-/// All CRDs as one multi-document YAML stream.
-pub fn crds_yaml() -> String {
-    String::new()
-}
+pub mod campaign;
+pub mod common;
+pub mod crd;
+pub mod package;
+pub mod provider;
+
+pub use campaign::*;
+pub use common::*;
+pub use crd::{crds, crds_yaml};
+pub use package::*;
+pub use provider::*;
