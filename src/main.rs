@@ -14,6 +14,9 @@ enum Command {
     /// Print the CustomResourceDefinitions of the three otaplane kinds as one multi-document YAML
     /// stream (what `crds/` holds), ready for `kubectl apply -f -`.
     Crds,
+    /// Run the vendor simulator (ThingSpace, IoTDA, OBS, IoTaaP) with a simulated device fleet,
+    /// a virtual clock and fault injection, for tests, demos and trying manifests in CI.
+    Sim(otaplane::sim::SimArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -22,6 +25,18 @@ fn main() -> std::process::ExitCode {
         Command::Crds => {
             print!("{}", otaplane::api::crds_yaml());
             std::process::ExitCode::SUCCESS
+        }
+        Command::Sim(args) => {
+            let outcome = tokio::runtime::Runtime::new()
+                .map_err(otaplane::sim::SimError::from)
+                .and_then(|runtime| runtime.block_on(otaplane::sim::run(args)));
+            match outcome {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("otaplane sim: {err}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
         }
     }
 }
