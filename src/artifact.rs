@@ -93,7 +93,11 @@ impl std::fmt::Debug for ArtifactRequest {
             .field("expected_sha256", &self.expected_sha256)
             .field(
                 "headers",
-                &self.headers.iter().map(|(name, _)| (name, "<redacted>")).collect::<Vec<_>>(),
+                &self
+                    .headers
+                    .iter()
+                    .map(|(name, _)| (name, "<redacted>"))
+                    .collect::<Vec<_>>(),
             )
             .field("max_size_bytes", &self.max_size_bytes)
             .finish()
@@ -321,7 +325,8 @@ impl ArtifactFetcher {
             .tempfile_in(&spool_dir)
             .map_err(spool_error)?;
         let (file, path) = spool.into_parts();
-        let mut writer = tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
+        let mut writer =
+            tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
         while let Some(chunk) = response.chunk().await.map_err(network)? {
@@ -473,14 +478,14 @@ impl Resolve for PolicyResolver {
         let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addresses: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if let Some(denied) = addresses.iter().find(|addr| !policy.permits(addr.ip())) {
                 return Err(Box::new(PolicyRefusal::Address {
                     host,
                     address: denied.ip(),
-                }) as Box<dyn std::error::Error + Send + Sync>);
+                })
+                    as Box<dyn std::error::Error + Send + Sync>);
             }
             let addrs: Addrs = Box::new(addresses.into_iter());
             Ok(addrs)
@@ -495,7 +500,12 @@ mod tests {
     #[test]
     fn metadata_and_link_local_addresses_are_denied_by_default() {
         let policy = ArtifactPolicy::default();
-        for denied in ["169.254.169.254", "169.254.0.1", "fd00:ec2::254", "::ffff:169.254.169.254"] {
+        for denied in [
+            "169.254.169.254",
+            "169.254.0.1",
+            "fd00:ec2::254",
+            "::ffff:169.254.169.254",
+        ] {
             assert!(!policy.permits(denied.parse().unwrap()), "{denied}");
         }
         for allowed in ["127.0.0.1", "10.0.0.8", "93.184.216.34", "::1"] {
@@ -519,7 +529,10 @@ mod tests {
             redact_url("https://user:hunter2@example.com/fw.bin?X-Amz-Signature=abc#x"),
             "https://example.com/fw.bin?<redacted>"
         );
-        assert_eq!(redact_url("http://example.com/a.bin"), "http://example.com/a.bin");
+        assert_eq!(
+            redact_url("http://example.com/a.bin"),
+            "http://example.com/a.bin"
+        );
         assert_eq!(redact_url("not a url"), "<unparsable URL>");
     }
 

@@ -35,20 +35,32 @@ async fn serve() -> (SocketAddr, Served) {
         .route(
             "/private.bin",
             get(|headers: HeaderMap| async move {
-                match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+                match headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                {
                     Some("Bearer artifact-token") => FIRMWARE.into_response(),
                     _ => StatusCode::UNAUTHORIZED.into_response(),
                 }
             }),
         )
         .route("/missing.bin", get(|| async { StatusCode::NOT_FOUND }))
-        .route("/busy.bin", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+        .route(
+            "/busy.bin",
+            get(|| async { StatusCode::SERVICE_UNAVAILABLE }),
+        )
         .route(
             "/to-metadata",
             get(|| async { Redirect::temporary("http://169.254.169.254/latest/meta-data/") }),
         )
-        .route("/to-ftp", get(|| async { Redirect::temporary("ftp://example.com/fw.bin") }))
-        .route("/moved.bin", get(|| async { Redirect::permanent("/fw.bin") }))
+        .route(
+            "/to-ftp",
+            get(|| async { Redirect::temporary("ftp://example.com/fw.bin") }),
+        )
+        .route(
+            "/moved.bin",
+            get(|| async { Redirect::permanent("/fw.bin") }),
+        )
         .route(
             "/endless.bin",
             get(|State(served): State<Served>| async move {
@@ -102,7 +114,11 @@ async fn a_matching_checksum_yields_the_spooled_image() {
     assert_eq!(artifact.size(), FIRMWARE.len() as u64);
     assert_eq!(std::fs::read(artifact.path()).unwrap(), FIRMWARE);
     drop(artifact);
-    assert_eq!(spool_files(&spool), 0, "the spool file is deleted after use");
+    assert_eq!(
+        spool_files(&spool),
+        0,
+        "the spool file is deleted after use"
+    );
 }
 
 #[tokio::test]
@@ -128,7 +144,10 @@ async fn an_oversized_stream_stops_at_the_limit() {
     let mut wanted = request(format!("http://{addr}/endless.bin"));
     wanted.max_size_bytes = 1 << 20;
     let err = fetcher(&spool).fetch(&wanted).await.unwrap_err();
-    assert!(matches!(err, ArtifactError::TooLarge { limit } if limit == 1 << 20), "{err}");
+    assert!(
+        matches!(err, ArtifactError::TooLarge { limit } if limit == 1 << 20),
+        "{err}"
+    );
     // The server is stopped soon after the limit: at most a few buffered chunks beyond 1 MiB.
     let sent = served.endless_bytes.load(Ordering::Relaxed);
     assert!(sent < 8 << 20, "the fetch kept reading: {sent} bytes sent");
@@ -142,7 +161,10 @@ async fn headers_from_the_secret_reach_a_private_server() {
     let fetcher = fetcher(&spool);
     let mut wanted = request(format!("http://{addr}/private.bin"));
     let err = fetcher.fetch(&wanted).await.unwrap_err();
-    assert!(matches!(err, ArtifactError::Status { status: 401, .. }), "{err}");
+    assert!(
+        matches!(err, ArtifactError::Status { status: 401, .. }),
+        "{err}"
+    );
     assert!(!err.is_retryable());
     wanted.headers = vec![("Authorization".into(), "Bearer artifact-token".into())];
     let artifact = fetcher.fetch(&wanted).await.unwrap();
@@ -154,9 +176,15 @@ async fn server_errors_are_retryable_and_not_found_is_not() {
     let (addr, _) = serve().await;
     let spool = tempfile::tempdir().unwrap();
     let fetcher = fetcher(&spool);
-    let busy = fetcher.fetch(&request(format!("http://{addr}/busy.bin"))).await.unwrap_err();
+    let busy = fetcher
+        .fetch(&request(format!("http://{addr}/busy.bin")))
+        .await
+        .unwrap_err();
     assert!(busy.is_retryable(), "{busy}");
-    let missing = fetcher.fetch(&request(format!("http://{addr}/missing.bin"))).await.unwrap_err();
+    let missing = fetcher
+        .fetch(&request(format!("http://{addr}/missing.bin")))
+        .await
+        .unwrap_err();
     assert!(!missing.is_retryable(), "{missing}");
     assert!(missing.to_string().contains("404"), "{missing}");
 }
@@ -166,18 +194,30 @@ async fn redirects_are_followed_but_not_to_metadata_or_other_schemes() {
     let (addr, _) = serve().await;
     let spool = tempfile::tempdir().unwrap();
     let fetcher = fetcher(&spool);
-    let moved = fetcher.fetch(&request(format!("http://{addr}/moved.bin"))).await.unwrap();
+    let moved = fetcher
+        .fetch(&request(format!("http://{addr}/moved.bin")))
+        .await
+        .unwrap();
     assert_eq!(moved.size(), FIRMWARE.len() as u64);
 
     let metadata = fetcher
         .fetch(&request(format!("http://{addr}/to-metadata")))
         .await
         .unwrap_err();
-    assert!(matches!(metadata, ArtifactError::AddressNotAllowed { .. }), "{metadata}");
+    assert!(
+        matches!(metadata, ArtifactError::AddressNotAllowed { .. }),
+        "{metadata}"
+    );
     assert!(!metadata.is_retryable());
 
-    let ftp = fetcher.fetch(&request(format!("http://{addr}/to-ftp"))).await.unwrap_err();
-    assert!(matches!(&ftp, ArtifactError::SchemeNotAllowed { scheme } if scheme == "ftp"), "{ftp}");
+    let ftp = fetcher
+        .fetch(&request(format!("http://{addr}/to-ftp")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&ftp, ArtifactError::SchemeNotAllowed { scheme } if scheme == "ftp"),
+        "{ftp}"
+    );
 }
 
 #[tokio::test]
@@ -188,11 +228,26 @@ async fn denied_urls_are_refused_before_connecting() {
         .fetch(&request("http://169.254.169.254/latest/meta-data/".into()))
         .await
         .unwrap_err();
-    assert!(matches!(err, ArtifactError::AddressNotAllowed { .. }), "{err}");
-    let err = fetcher.fetch(&request("file:///etc/passwd".into())).await.unwrap_err();
-    assert!(matches!(err, ArtifactError::SchemeNotAllowed { .. }), "{err}");
-    let err = fetcher.fetch(&request("http://[fd00:ec2::254]/".into())).await.unwrap_err();
-    assert!(matches!(err, ArtifactError::AddressNotAllowed { .. }), "{err}");
+    assert!(
+        matches!(err, ArtifactError::AddressNotAllowed { .. }),
+        "{err}"
+    );
+    let err = fetcher
+        .fetch(&request("file:///etc/passwd".into()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ArtifactError::SchemeNotAllowed { .. }),
+        "{err}"
+    );
+    let err = fetcher
+        .fetch(&request("http://[fd00:ec2::254]/".into()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ArtifactError::AddressNotAllowed { .. }),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -200,10 +255,15 @@ async fn errors_never_show_url_credentials() {
     let spool = tempfile::tempdir().unwrap();
     // Port 9 on loopback: nothing listens, the connection is refused.
     let err = fetcher(&spool)
-        .fetch(&request("http://user:hunter2@127.0.0.1:9/fw.bin?token=abc".into()))
+        .fetch(&request(
+            "http://user:hunter2@127.0.0.1:9/fw.bin?token=abc".into(),
+        ))
         .await
         .unwrap_err();
     let shown = format!("{err} {err:?}");
     assert!(err.is_retryable(), "{err}");
-    assert!(!shown.contains("hunter2") && !shown.contains("token=abc"), "{shown}");
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("token=abc"),
+        "{shown}"
+    );
 }

@@ -107,9 +107,7 @@ fn client(recorder: &Arc<Recorder>, rate_limit: Option<RateLimitConfig>) -> Vend
 }
 
 async fn fetch(http: &VendorHttp, url: &str) -> Result<String, VendorError> {
-    let response = http
-        .send("get_thing", |client| Ok(client.get(url)))
-        .await?;
+    let response = http.send("get_thing", |client| Ok(client.get(url))).await?;
     Ok(response.text().await.unwrap())
 }
 
@@ -127,12 +125,24 @@ async fn server_errors_are_retried_until_the_vendor_recovers() {
 
 #[tokio::test]
 async fn a_client_error_is_returned_at_once_with_the_vendors_code() {
-    let url = server(vec![(400, None, r#"{"error_code":"IOTDA.000006","error_msg":"Invalid input data."}"#)]).await;
+    let url = server(vec![(
+        400,
+        None,
+        r#"{"error_code":"IOTDA.000006","error_msg":"Invalid input data."}"#,
+    )])
+    .await;
     let recorder = Arc::new(Recorder::default());
     let err = fetch(&client(&recorder, None), &url).await.unwrap_err();
     assert!(!err.is_retryable());
-    assert_eq!(err.to_string(), "TestVendor get_thing: HTTP 400 IOTDA.000006: Invalid input data.");
-    assert_eq!(recorder.statuses.lock().unwrap().len(), 1, "4xx is not retried");
+    assert_eq!(
+        err.to_string(),
+        "TestVendor get_thing: HTTP 400 IOTDA.000006: Invalid input data."
+    );
+    assert_eq!(
+        recorder.statuses.lock().unwrap().len(),
+        1,
+        "4xx is not retried"
+    );
 }
 
 #[tokio::test]
@@ -145,7 +155,12 @@ async fn throttling_waits_as_long_as_retry_after_says() {
 
 #[tokio::test]
 async fn the_vendors_flow_control_code_is_retried() {
-    let url = server(vec![(403, None, r#"{"error_code":"IOTDA.021101","error_msg":"request rate limit"}"#)]).await;
+    let url = server(vec![(
+        403,
+        None,
+        r#"{"error_code":"IOTDA.021101","error_msg":"request rate limit"}"#,
+    )])
+    .await;
     let recorder = Arc::new(Recorder::default());
     fetch(&client(&recorder, None), &url).await.unwrap();
     assert_eq!(*recorder.statuses.lock().unwrap(), [Some(403), Some(200)]);
@@ -167,20 +182,31 @@ async fn a_storm_gives_up_after_the_attempt_limit() {
     let recorder = Arc::new(Recorder::default());
     let err = fetch(&client(&recorder, None), &url).await.unwrap_err();
     assert!(err.is_retryable());
-    assert_eq!(recorder.statuses.lock().unwrap().len(), 4, "max_attempts bounds the calls");
+    assert_eq!(
+        recorder.statuses.lock().unwrap().len(),
+        4,
+        "max_attempts bounds the calls"
+    );
 }
 
 #[tokio::test]
 async fn an_unreachable_vendor_is_a_retryable_network_error() {
     let recorder = Arc::new(Recorder::default());
-    let err = fetch(&client(&recorder, None), "http://127.0.0.1:9/flaky").await.unwrap_err();
+    let err = fetch(&client(&recorder, None), "http://127.0.0.1:9/flaky")
+        .await
+        .unwrap_err();
     assert!(matches!(err, VendorError::Network { .. }), "{err}");
     assert_eq!(*recorder.statuses.lock().unwrap(), [None, None, None, None]);
 }
 
 #[tokio::test]
 async fn echoed_secrets_are_redacted_from_vendor_messages() {
-    let url = server(vec![(400, None, r#"{"error_code":"X","error_msg":"bad key sk-very-secret"}"#)]).await;
+    let url = server(vec![(
+        400,
+        None,
+        r#"{"error_code":"X","error_msg":"bad key sk-very-secret"}"#,
+    )])
+    .await;
     let recorder = Arc::new(Recorder::default());
     let err = fetch(&client(&recorder, None), &url).await.unwrap_err();
     let shown = format!("{err} {err:?}");
@@ -203,5 +229,9 @@ async fn the_rate_limit_spaces_calls_beyond_the_burst() {
     }
     // 2 calls pass at once, the other 4 wait for a 50 ms token each. This checks the limiter is
     // engaged (a lower bound the limiter guarantees), not how fast anything runs.
-    assert!(started.elapsed() >= Duration::from_millis(150), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -151,7 +151,11 @@ impl VendorHttp {
     }
 
     /// [`VendorHttp::send`] for uploads, with the longer upload timeout.
-    pub async fn send_upload<B>(&self, endpoint: &'static str, build: B) -> Result<Response, VendorError>
+    pub async fn send_upload<B>(
+        &self,
+        endpoint: &'static str,
+        build: B,
+    ) -> Result<Response, VendorError>
     where
         B: Fn(&Client) -> Result<RequestBuilder, VendorError>,
     {
@@ -229,7 +233,9 @@ impl VendorHttp {
         let retryable = status == StatusCode::TOO_MANY_REQUESTS
             || status.is_server_error()
             || status == StatusCode::REQUEST_TIMEOUT
-            || self.dialect.is_flow_control(status.as_u16(), code.as_deref());
+            || self
+                .dialect
+                .is_flow_control(status.as_u16(), code.as_deref());
         Err(VendorError::Api {
             vendor,
             endpoint,
@@ -263,7 +269,11 @@ async fn read_bounded(mut response: Response) -> Vec<u8> {
 
 /// `Retry-After` as seconds or as an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
@@ -304,8 +314,15 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"));
-        assert_eq!(retry_after(&headers), Some(Duration::ZERO), "a date in the past means now");
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+        assert_eq!(
+            retry_after(&headers),
+            Some(Duration::ZERO),
+            "a date in the past means now"
+        );
         headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&headers), None);
     }
