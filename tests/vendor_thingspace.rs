@@ -135,9 +135,9 @@ async fn a_file_is_uploaded_once_found_again_and_rolled_out() {
 async fn a_wrong_password_is_tried_once_and_never_again() {
     let sim = start_sim().await;
     let calls = Arc::new(Calls::default());
-    let client = client(&sim, "not-the-password", &calls);
+    let rejected = client(&sim, "not-the-password", &calls);
     for _ in 0..3 {
-        let err = client.authenticate().await.unwrap_err();
+        let err = rejected.authenticate().await.unwrap_err();
         assert!(matches!(err, VendorError::Authentication { .. }), "{err}");
         assert!(!err.is_retryable());
         let shown = format!("{err} {err:?}");

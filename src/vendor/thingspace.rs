@@ -352,7 +352,8 @@ impl ThingSpaceClient {
     where
         B: Fn(&Client) -> Result<RequestBuilder, VendorError>,
     {
-        let mut renewed = false;
+        // Each token is renewed at most once per call: a second expiry means something else.
+        let (mut renewed_session, mut renewed_bearer) = (false, false);
         loop {
             let bearer = self.bearer().await?;
             let session = self.session_token().await?;
@@ -368,23 +369,15 @@ impl ThingSpaceClient {
                 self.http.send(endpoint, authorized).await
             };
             match result {
-                Err(err) if !renewed && is_session_expired(&err) => {
-                    tracing::info!(
-                        vendor = VENDOR,
-                        endpoint,
-                        "M2M session expired; logging in again"
-                    );
+                Err(err) if !renewed_session && is_session_expired(&err) => {
+                    tracing::info!(vendor = VENDOR, endpoint, "M2M session expired; logging in again");
                     self.session.lock().await.token = None;
-                    renewed = true;
+                    renewed_session = true;
                 }
-                Err(err) if !renewed && is_bearer_expired(&err) => {
-                    tracing::info!(
-                        vendor = VENDOR,
-                        endpoint,
-                        "OAuth token rejected; fetching a new one"
-                    );
+                Err(err) if !renewed_bearer && is_bearer_expired(&err) => {
+                    tracing::info!(vendor = VENDOR, endpoint, "OAuth token rejected; fetching a new one");
                     *self.oauth.lock().await = None;
-                    renewed = true;
+                    renewed_bearer = true;
                 }
                 other => return other,
             }
