@@ -443,11 +443,13 @@ impl<'s> Estimator<'s> {
                 schema: None,
             },
             "size" | "hasValue" | "optional.none" | "optional.of" | "value" | "orValue"
-            | "type" | "dyn" | "bool" | "uint" => Estimate {
-                cost: argument_cost + 1.0,
-                size: 1.0,
-                schema: None,
-            },
+            | "type" | "dyn" | "bool" | "uint" | "int" | "double" | "timestamp" | "duration" => {
+                Estimate {
+                    cost: argument_cost + 1.0,
+                    size: 1.0,
+                    schema: None,
+                }
+            }
             "isSorted" | "sum" | "min" | "max" | "distinct" | "sort" | "reverse" | "flatten"
             | "slice" | "sets.contains" | "sets.equivalent" | "sets.intersects" => Estimate {
                 cost: argument_cost + 1.0 + subject_size * last_size.max(1.0),
@@ -494,7 +496,12 @@ fn field_of<'s>(schema: &'s Schema, field: &str) -> Result<Option<&'s Schema>, S
     {
         return Ok(Some(property));
     }
+    // apiVersion, kind and metadata (whose schema rarely lists properties)
+    // are always there for the resource root and embedded resources.
+    let is_resource_field = matches!(field, "apiVersion" | "kind" | "metadata");
     let is_typed_object = schema.type_name.as_deref() == Some("object")
+        && !schema.properties.is_empty()
+        && !is_resource_field
         && !schema.preserve_unknown_fields
         && !schema.embedded_resource
         && schema.additional_properties.is_none();
@@ -638,6 +645,13 @@ mod tests {
         assert!(
             undefined.to_string().contains("undefined field 'b'"),
             "{undefined}"
+        );
+
+        let untyped = compile(spec_with(json!({"properties": {"a": {"type": "string"}}})))
+            .expect_err("not structural");
+        assert_eq!(
+            untyped.to_string(),
+            "openAPIV3Schema.properties[spec].properties[field].type: Required value: must not be empty for specified object fields"
         );
 
         let pattern = compile(spec_with(json!({"type": "string", "pattern": "(["})))

@@ -1,6 +1,25 @@
 //! Validate custom resources against a CustomResourceDefinition's
 //! `openAPIV3Schema` and its CEL `x-kubernetes-validations` rules the way
-//! kube-apiserver does, with the apiserver's error messages.
+//! kube-apiserver (1.34) does, with the apiserver's error messages.
+//!
+//! Schema keywords: `type`, `nullable`, `properties`, `required`,
+//! `additionalProperties`, `items`, `enum`, `pattern`, `minLength`/`maxLength`
+//! (characters), `minItems`/`maxItems`, `minProperties`/`maxProperties`,
+//! `minimum`/`maximum`/`exclusiveMinimum`/`exclusiveMaximum`, `multipleOf`,
+//! `format` (date-time, date, byte, duration, uuid, uuid3/4/5, ipv4, ipv6,
+//! cidr, mac, hostname, email; others pass as in the apiserver),
+//! `x-kubernetes-int-or-string`, `x-kubernetes-preserve-unknown-fields`,
+//! `x-kubernetes-embedded-resource`, `x-kubernetes-list-type` (set, map with
+//! `x-kubernetes-list-map-keys`), `allOf`/`anyOf`/`oneOf`/`not`, `default`.
+//!
+//! CEL rules (`rule`, `message`, `messageExpression`, `reason`, `fieldPath`,
+//! `optionalOldSelf`) run with the cel crate's standard library and its
+//! strings, lists, math and encoders extensions, plus the Kubernetes list
+//! (`isSorted`, `sum`, `min`, `max`, `indexOf`, `lastIndexOf`), regex (`find`,
+//! `findAll`) and sets (`sets.contains`, `sets.equivalent`, `sets.intersects`)
+//! libraries. Compiling a schema also does the apiserver's CRD-creation
+//! checks: structural types, valid defaults, rule syntax, fields used on typed
+//! objects, `fieldPath`s, and the estimated cost budgets.
 //!
 //! ```
 //! use crd_validate::CrdValidator;
@@ -101,7 +120,9 @@ impl CrdValidator {
     ///
     /// The order is the apiserver's: schema errors, then list-type
     /// invariants, then CEL rules, which are skipped (with the apiserver's
-    /// notice) when a schema error blocks them.
+    /// notice) when a schema error blocks them. On update, a rule without
+    /// oldSelf that fails on a value the update left unchanged is ratcheted
+    /// (not reported), as the apiserver has done since Kubernetes 1.30.
     pub fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
         let mut errors = Vec::new();
         validate::validate_value(&self.root, obj, "", &mut errors);
@@ -172,6 +193,11 @@ impl CrdValidator {
                         (Some(schema::ListType::Map(keys)), Some(old_items)) => {
                             correlate_by_keys(item, old_items, keys)
                         }
+                        // Set entries correlate by value, for ratcheting only:
+                        // rules below a set cannot use oldSelf.
+                        (Some(schema::ListType::Set), Some(old_items)) => {
+                            old_items.iter().find(|old| validate::json_equal(old, item))
+                        }
                         _ => None,
                     };
                     let child = format!("{path}[{index}]");
@@ -206,6 +232,27 @@ mod tests {
 
     fn messages(errors: &[FieldError]) -> Vec<String> {
         errors.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn validators_can_be_shared_across_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<CrdValidator>();
+        let validator = std::sync::Arc::new(validator(json!({
+            "type": "object",
+            "properties": {"spec": {"type": "integer", "x-kubernetes-validations": [{"rule": "self > 0"}]}}
+        })));
+        let handles: Vec<_> = (0..2)
+            .map(|n| {
+                let validator = std::sync::Arc::clone(&validator);
+                std::thread::spawn(move || validator.validate(&json!({"spec": n}), None).len())
+            })
+            .collect();
+        let counts: Vec<usize> = handles
+            .into_iter()
+            .map(|h| h.join().expect("no panic"))
+            .collect();
+        assert_eq!(counts, vec![1, 0]);
     }
 
     #[test]
@@ -366,6 +413,33 @@ mod tests {
     }
 
     #[test]
+    fn extension_libraries_are_available() {
+        let validator = validator(json!({
+            "type": "object",
+            "properties": {"spec": {"type": "object", "properties": {
+                "name": {"type": "string", "maxLength": 40},
+                "list": {"type": "array", "maxItems": 10, "items": {"type": "integer"}},
+                "at": {"type": "string", "format": "date-time"},
+                "soak": {"type": "string", "format": "duration"},
+                "data": {"type": "string", "format": "byte"}
+            },
+            "x-kubernetes-validations": [
+                {"rule": "self.name.charAt(1) == 'b' && self.name.substring(1, 3) == 'bc' && self.name.lastIndexOf('c') == 2"},
+                {"rule": "'%s-%d'.format([self.name, 7]) == 'abc-7' && math.greatest(self.list) == 3 && math.least(1, 2) == 1"},
+                {"rule": "self.list.slice(0, 2) == [3, 1] && self.list.sort() == [1, 2, 3] && [1, 1, 2].distinct() == [1, 2]"},
+                {"rule": "self.at.getFullYear() == 2026 && self.soak.getMinutes() == 90 && self.data == b'hello'"},
+                {"rule": "base64.encode(b'hi') == 'aGk=' && 2 in self.list && 'name' in self && self.?missing.orValue(5) == 5"}
+            ]}}
+        }));
+        let object = json!({"spec": {"name": "abc", "list": [3, 1, 2], "at": "2026-03-01T00:00:00Z",
+            "soak": "1h30m", "data": "aGVsbG8="}});
+        assert_eq!(
+            messages(&validator.validate(&object, None)),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
     fn field_path_and_reasons() {
         let validator = validator(json!({
             "type": "object",
@@ -389,6 +463,51 @@ mod tests {
                 "spec.labels: Duplicate value: \"object\""
             ]
         );
+    }
+
+    #[test]
+    fn failing_rules_on_unchanged_values_are_ratcheted_on_update() {
+        let validator = validator(json!({
+            "type": "object",
+            "properties": {"spec": {"type": "object", "properties": {
+                "n": {"type": "integer", "x-kubernetes-validations": [{"rule": "self < 5"}]},
+                "m": {"type": "integer"}
+            }}}
+        }));
+        let old = json!({"spec": {"n": 7, "m": 1}});
+        let other_field_changed = json!({"spec": {"n": 7, "m": 2}});
+        assert!(
+            validator
+                .validate(&other_field_changed, Some(&old))
+                .is_empty()
+        );
+        assert_eq!(
+            messages(&validator.validate(&json!({"spec": {"n": 8, "m": 1}}), Some(&old))),
+            vec!["spec.n: Invalid value: \"integer\": failed rule: self < 5"]
+        );
+        assert_eq!(validator.validate(&other_field_changed, None).len(), 1);
+    }
+
+    #[test]
+    fn invalid_defaults_are_schema_errors() {
+        let error = CrdValidator::from_schema(&json!({
+            "type": "object",
+            "properties": {"spec": {"type": "object", "properties": {
+                "policy": {"type": "string", "enum": ["Delete", "Orphan"], "default": "Keep"}
+            }}}
+        }))
+        .expect_err("default outside the enum");
+        assert_eq!(
+            error.to_string(),
+            "openAPIV3Schema.properties[spec].properties[policy].default: Unsupported value: \"Keep\": supported values: \"Delete\", \"Orphan\""
+        );
+        CrdValidator::from_schema(&json!({
+            "type": "object",
+            "properties": {"spec": {"type": "object", "default": {}, "required": ["policy"], "properties": {
+                "policy": {"type": "string", "default": "Delete"}
+            }}}
+        }))
+        .expect("nested defaults complete the default");
     }
 
     #[test]

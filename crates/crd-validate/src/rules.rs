@@ -185,7 +185,8 @@ impl CelEnvironment {
     }
 
     /// Runs the rules of `schema` on `value` (at CEL field path `path`), with
-    /// `old` the correlated old value on update.
+    /// `old` the correlated old value on update: transition rules need it,
+    /// and failures on values equal to it are ratcheted away.
     pub fn run_rules(
         &self,
         schema: &Schema,
@@ -201,6 +202,12 @@ impl CelEnvironment {
         let old_value = old
             .filter(|old| !old.is_null())
             .map(|old| to_cel(old, Some(schema)));
+        // Validation ratcheting: a rule without oldSelf that fails on a value
+        // the update did not change is not an error (the apiserver warns).
+        let unchanged = old.is_some_and(|old| crate::validate::json_equal(old, value));
+        // `self` is converted once per node; each rule gets its own scope for `oldSelf`.
+        let mut base = Context::with_env(Arc::clone(&self.env));
+        base.add_variable_from_value("self", self_value);
         for rule in &schema.rules {
             let old_binding = match (rule.is_transition, rule.optional_old_self, &old_value) {
                 (false, _, _) => None,
@@ -211,8 +218,7 @@ impl CelEnvironment {
                     None => OptionalValue::none(),
                 }))),
             };
-            let mut context = Context::with_env(Arc::clone(&self.env));
-            context.add_variable_from_value("self", self_value.clone());
+            let mut context = base.new_inner_scope();
             if let Some(old) = old_binding {
                 context.add_variable_from_value("oldSelf", old);
             }
@@ -220,6 +226,7 @@ impl CelEnvironment {
             let bad_value = Some(Value::String(schema.type_label().to_owned()));
             match rule.program.execute(&context) {
                 Ok(CelValue::Bool(true)) => {}
+                Ok(_) if unchanged && !rule.is_transition => {}
                 Ok(_) => {
                     let detail = failure_message(rule, &context);
                     errors.push(error_for_reason(field, rule.reason, bad_value, detail));

@@ -1,7 +1,7 @@
 //! The structural schema, parsed once from `openAPIV3Schema`: keywords typed,
 //! patterns compiled, CEL rules compiled (see [`crate::rules`]).
 
-use crate::error::SchemaError;
+use crate::error::{FieldError, SchemaError};
 use crate::rules::{CelEnvironment, CompiledRule};
 use regex::Regex;
 use serde_json::{Map, Value};
@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 /// `additionalProperties`: a boolean or a schema for every value.
 #[derive(Debug)]
 pub(crate) enum AdditionalProperties {
-    /// `additionalProperties: false` (`true` is treated as absent).
+    /// `additionalProperties: false` (`true` keeps unknown fields, as
+    /// `x-kubernetes-preserve-unknown-fields` does).
     Forbidden,
     /// A schema every value of the map must satisfy.
     Schema(Box<Schema>),
@@ -148,6 +149,26 @@ pub(crate) fn parse(
             ),
         });
     }
+    // A structural schema: every node outside allOf/anyOf/oneOf/not says its type.
+    if !location.in_junction
+        && schema.type_name.is_none()
+        && !schema.int_or_string
+        && !schema.preserve_unknown_fields
+    {
+        return Err(SchemaError::InvalidKeyword {
+            path: format!("{}.type", location.schema_path),
+            detail: "Required value: must not be empty for specified object fields".to_owned(),
+        });
+    }
+    if !location.in_junction
+        && schema.type_name.as_deref() == Some("array")
+        && !object.contains_key("items")
+    {
+        return Err(SchemaError::InvalidKeyword {
+            path: format!("{}.items", location.schema_path),
+            detail: "Required value: must be specified".to_owned(),
+        });
+    }
     if let Some(factor) = schema.multiple_of
         && factor <= 0.0
     {
@@ -213,7 +234,9 @@ pub(crate) fn parse(
         }
     }
     match object.get("additionalProperties") {
-        None | Some(Value::Bool(true)) => {}
+        None => {}
+        // Any value allowed: unknown fields survive pruning.
+        Some(Value::Bool(true)) => schema.preserve_unknown_fields = true,
         Some(Value::Bool(false)) => {
             schema.additional_properties = Some(AdditionalProperties::Forbidden);
         }
@@ -283,6 +306,20 @@ pub(crate) fn parse(
             schema
                 .rules
                 .push(cel.compile_rule(raw_rule, &rule_path, location.correlatable)?);
+        }
+    }
+    if let Some(default) = &schema.default {
+        // The apiserver validates a default, with its own nested defaults applied.
+        let mut defaulted = default.clone();
+        crate::prune::prune_and_default(&schema, &mut defaulted, false);
+        let mut errors = Vec::new();
+        crate::validate::validate_value(&schema, &defaulted, "", &mut errors);
+        if !errors.is_empty() {
+            let details: Vec<String> = errors.iter().map(FieldError::body).collect();
+            return Err(SchemaError::InvalidKeyword {
+                path: format!("{}.default", location.schema_path),
+                detail: details.join(", "),
+            });
         }
     }
     schema.subtree_has_rules = !schema.rules.is_empty()

@@ -115,11 +115,7 @@ pub(crate) fn validate_value(
         ));
     }
     if let Value::Object(object) = value {
-        if let Some(max) = schema.max_properties
-            && object.len() as u64 > max
-        {
-            errors.push(too_many(path, object.len(), max));
-        }
+        // kube-openapi stops at a property count violation.
         if let Some(min) = schema.min_properties
             && (object.len() as u64) < min
         {
@@ -129,6 +125,13 @@ pub(crate) fn validate_value(
                 count(object.len()),
                 format!("{name} in body should have at least {min} properties"),
             ));
+            return;
+        }
+        if let Some(max) = schema.max_properties
+            && object.len() as u64 > max
+        {
+            errors.push(too_many(path, object.len(), max));
+            return;
         }
         for required in &schema.required {
             if !object.contains_key(required) {

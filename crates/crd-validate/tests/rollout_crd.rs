@@ -254,6 +254,10 @@ fn blocking_schema_errors_skip_the_rules_with_the_apiservers_notice() {
             "spec.version: Too long: may not be more than 32 bytes",
         ),
         (
+            with_spec(|s| s["labels"] = json!({"a": "1", "b": "2", "c": "3", "d": "4", "e": "5"})),
+            "spec.labels: Too many: 5: must have at most 4 items",
+        ),
+        (
             with_spec(|s| s["labels"]["team"] = json!("x".repeat(64))),
             "spec.labels.team: Too long: may not be more than 63 bytes",
         ),

@@ -64,7 +64,12 @@ fn in_scope(path: &[String], scope: Scope) -> bool {
     }
 }
 
-fn collect_leaves(value: &Value, prefix: &mut FieldPath, scope: Scope, out: &mut BTreeSet<FieldPath>) {
+fn collect_leaves(
+    value: &Value,
+    prefix: &mut FieldPath,
+    scope: Scope,
+    out: &mut BTreeSet<FieldPath>,
+) {
     match value {
         Value::Object(map) => {
             for (key, child) in map {
@@ -115,9 +120,15 @@ fn to_fields_v1(fields: &BTreeSet<FieldPath>) -> Value {
 fn from_fields_v1(value: &Value, prefix: &mut FieldPath, out: &mut BTreeSet<FieldPath>) {
     let children: Vec<(&str, &Value)> = value
         .as_object()
-        .map(|m| m.iter().filter_map(|(k, v)| Some((k.strip_prefix("f:")?, v))).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix("f:")?, v)))
+                .collect()
+        })
         .unwrap_or_default();
-    let has_other = value.as_object().is_some_and(|m| m.keys().any(|k| !k.starts_with("f:") && k != "."));
+    let has_other = value
+        .as_object()
+        .is_some_and(|m| m.keys().any(|k| !k.starts_with("f:") && k != "."));
     if (children.is_empty() || has_other) && !prefix.is_empty() {
         out.insert(prefix.clone());
         return;
@@ -131,7 +142,9 @@ fn from_fields_v1(value: &Value, prefix: &mut FieldPath, out: &mut BTreeSet<Fiel
 
 /// Reads `metadata.managedFields`.
 pub fn read_entries(object: &Value) -> Vec<ManagedEntry> {
-    let Some(entries) = object["metadata"]["managedFields"].as_array() else { return Vec::new() };
+    let Some(entries) = object["metadata"]["managedFields"].as_array() else {
+        return Vec::new();
+    };
     entries
         .iter()
         .map(|e| {
@@ -170,6 +183,9 @@ pub fn write_entries(object: &mut Value, entries: &[ManagedEntry]) {
             meta.remove("managedFields");
         }
     } else {
+        if !object["metadata"].is_object() {
+            object["metadata"] = json!({});
+        }
         object["metadata"]["managedFields"] = Value::Array(list);
     }
 }
@@ -224,15 +240,27 @@ pub fn record_update(
         return;
     }
     for entry in entries.iter_mut() {
-        entry.fields.retain(|p| !changed.iter().any(|c| overlaps(c, p)));
+        entry
+            .fields
+            .retain(|p| !changed.iter().any(|c| overlaps(c, p)));
     }
-    let entry = entry_mut(entries, manager, "Update", subresource_of(scope), api_version);
-    entry.fields.extend(changed.into_iter().filter(|p| new_paths.contains(p)));
+    let entry = entry_mut(
+        entries,
+        manager,
+        "Update",
+        subresource_of(scope),
+        api_version,
+    );
+    entry
+        .fields
+        .extend(changed.into_iter().filter(|p| new_paths.contains(p)));
     entry.time = now.into();
 }
 
 fn remove_path(value: &mut Value, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else { return };
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     if let Some(parent) = parents.iter().try_fold(&mut *value, |v, k| v.get_mut(k)) {
         if let Some(map) = parent.as_object_mut() {
             map.remove(last);
@@ -273,7 +301,9 @@ pub fn apply(
 ) -> Result<Value, Vec<Conflict>> {
     let subresource = subresource_of(scope);
     let applied_paths = leaf_paths(applied, scope);
-    let is_own = |e: &ManagedEntry| e.manager == manager && e.operation == "Apply" && e.subresource.as_deref() == subresource;
+    let is_own = |e: &ManagedEntry| {
+        e.manager == manager && e.operation == "Apply" && e.subresource.as_deref() == subresource
+    };
     let mut conflicts = Vec::new();
     for entry in entries.iter().filter(|e| e.manager != manager) {
         for path in &applied_paths {
@@ -281,7 +311,10 @@ pub fn apply(
                 overlaps(owned, path) && value_at(live, owned) != value_at(applied, owned)
             });
             if contested {
-                conflicts.push(Conflict { manager: entry.manager.clone(), path: path.clone() });
+                conflicts.push(Conflict {
+                    manager: entry.manager.clone(),
+                    path: path.clone(),
+                });
             }
         }
     }
@@ -290,13 +323,23 @@ pub fn apply(
     }
     if force {
         for entry in entries.iter_mut().filter(|e| e.manager != manager) {
-            entry.fields.retain(|owned| !conflicts.iter().any(|c| c.manager == entry.manager && overlaps(owned, &c.path)));
+            entry.fields.retain(|owned| {
+                !conflicts
+                    .iter()
+                    .any(|c| c.manager == entry.manager && overlaps(owned, &c.path))
+            });
         }
     }
-    let previous = entries.iter().find(|e| is_own(e)).map(|e| e.fields.clone()).unwrap_or_default();
+    let previous = entries
+        .iter()
+        .find(|e| is_own(e))
+        .map(|e| e.fields.clone())
+        .unwrap_or_default();
     let mut result = live.clone();
     for dropped in previous.difference(&applied_paths) {
-        let owned_elsewhere = entries.iter().any(|e| !is_own(e) && e.fields.iter().any(|p| overlaps(p, dropped)));
+        let owned_elsewhere = entries
+            .iter()
+            .any(|e| !is_own(e) && e.fields.iter().any(|p| overlaps(p, dropped)));
         if !owned_elsewhere {
             remove_path(&mut result, dropped);
         }
@@ -319,7 +362,11 @@ pub fn apply(
 pub fn conflict_message(conflicts: &[Conflict]) -> String {
     let plural = if conflicts.len() == 1 { "" } else { "s" };
     let body = if let [only] = conflicts {
-        format!("conflict with \"{}\": {}", only.manager, display_path(&only.path))
+        format!(
+            "conflict with \"{}\": {}",
+            only.manager,
+            display_path(&only.path)
+        )
     } else {
         let managers: BTreeSet<&str> = conflicts.iter().map(|c| c.manager.as_str()).collect();
         let mut lines = Vec::new();
@@ -331,14 +378,19 @@ pub fn conflict_message(conflicts: &[Conflict]) -> String {
         }
         lines.join("\n")
     };
-    format!("Apply failed with {} conflict{plural}: {body}", conflicts.len())
+    format!(
+        "Apply failed with {} conflict{plural}: {body}",
+        conflicts.len()
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const MAIN: Scope = Scope::Main { status_separate: true };
+    const MAIN: Scope = Scope::Main {
+        status_separate: true,
+    };
 
     #[test]
     fn fields_v1_round_trip() {
@@ -358,12 +410,26 @@ mod tests {
         let first = json!({"spec": {"size": 1, "color": "red"}});
         let live = apply(&live, &first, "a", false, &mut entries, MAIN, "v1", "t").unwrap();
         let second = json!({"spec": {"size": 2}});
-        let conflicts = apply(&live, &second, "b", false, &mut entries, MAIN, "v1", "t").unwrap_err();
-        assert_eq!(conflict_message(&conflicts), "Apply failed with 1 conflict: conflict with \"a\": .spec.size");
+        let conflicts =
+            apply(&live, &second, "b", false, &mut entries, MAIN, "v1", "t").unwrap_err();
+        assert_eq!(
+            conflict_message(&conflicts),
+            "Apply failed with 1 conflict: conflict with \"a\": .spec.size"
+        );
         let live = apply(&live, &second, "b", true, &mut entries, MAIN, "v1", "t").unwrap();
         assert_eq!(live["spec"], json!({"size": 2, "color": "red"}));
         // "a" no longer owns size, so re-applying without it leaves it alone but drops color.
-        let live = apply(&live, &json!({"spec": {}}), "a", false, &mut entries, MAIN, "v1", "t").unwrap();
+        let live = apply(
+            &live,
+            &json!({"spec": {}}),
+            "a",
+            false,
+            &mut entries,
+            MAIN,
+            "v1",
+            "t",
+        )
+        .unwrap();
         assert_eq!(live["spec"], json!({"size": 2}));
     }
 
@@ -378,10 +444,29 @@ mod tests {
     #[test]
     fn update_takes_fields_from_appliers() {
         let mut entries = Vec::new();
-        let live = apply(&json!({}), &json!({"spec": {"size": 1}}), "a", false, &mut entries, MAIN, "v1", "t").unwrap();
+        let live = apply(
+            &json!({}),
+            &json!({"spec": {"size": 1}}),
+            "a",
+            false,
+            &mut entries,
+            MAIN,
+            "v1",
+            "t",
+        )
+        .unwrap();
         let updated = json!({"spec": {"size": 3}});
         record_update(&live, &updated, "editor", &mut entries, MAIN, "v1", "t");
-        let conflicts = apply(&updated, &json!({"spec": {"size": 1}}), "a", false, &mut entries, MAIN, "v1", "t");
+        let conflicts = apply(
+            &updated,
+            &json!({"spec": {"size": 1}}),
+            "a",
+            false,
+            &mut entries,
+            MAIN,
+            "v1",
+            "t",
+        );
         assert_eq!(conflicts.unwrap_err()[0].manager, "editor");
     }
 }

@@ -4,7 +4,16 @@ use serde_json::{Value, json};
 
 use crate::registry::{Registry, ResourceType};
 
-const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 /// The /version document.
 pub fn version() -> Value {
@@ -22,14 +31,20 @@ pub fn core_versions(server_address: &str) -> Value {
 }
 
 fn group(name: &str, versions: &[String]) -> Value {
-    let entries: Vec<Value> =
-        versions.iter().map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v})).collect();
+    let entries: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+        .collect();
     json!({"name": name, "versions": entries, "preferredVersion": entries[0]})
 }
 
 /// The /apis document.
 pub fn groups(registry: &Registry) -> Value {
-    let groups: Vec<Value> = registry.groups().iter().map(|(name, versions)| group(name, versions)).collect();
+    let groups: Vec<Value> = registry
+        .groups()
+        .iter()
+        .map(|(name, versions)| group(name, versions))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -72,8 +87,14 @@ pub fn resources(registry: &Registry, group: &str, version: &str) -> Option<Valu
     if resources.is_empty() {
         return None;
     }
-    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
+    )
 }
 
 #[cfg(test)]
@@ -84,9 +105,17 @@ mod tests {
     fn lists_builtins_with_status_subresources() {
         let registry = Registry::with_builtins();
         let core = resources(&registry, "", "v1").unwrap();
-        let names: Vec<&str> = core["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
         assert!(names.contains(&"configmaps") && names.contains(&"namespaces/status"));
         assert!(resources(&registry, "nope.io", "v1").is_none());
-        assert_eq!(group_doc(&registry, "apps").unwrap()["preferredVersion"]["groupVersion"], "apps/v1");
+        assert_eq!(
+            group_doc(&registry, "apps").unwrap()["preferredVersion"]["groupVersion"],
+            "apps/v1"
+        );
     }
 }

@@ -29,27 +29,44 @@ fn details(rt: &ResourceType, name: &str) -> Value {
 impl ApiError {
     /// A plain error with a code, reason and message.
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), details: None }
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     /// 404 for a named object of a known resource.
     pub fn not_found(rt: &ResourceType, name: &str) -> Self {
         Self {
             details: Some(details(rt, name)),
-            ..Self::new(404, "NotFound", format!("{} \"{name}\" not found", rt.qualified()))
+            ..Self::new(
+                404,
+                "NotFound",
+                format!("{} \"{name}\" not found", rt.qualified()),
+            )
         }
     }
 
     /// 404 for a path that names no known resource.
     pub fn no_route(path: &str) -> Self {
-        Self::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))
+        Self::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
     }
 
     /// 409 AlreadyExists.
     pub fn already_exists(rt: &ResourceType, name: &str) -> Self {
         Self {
             details: Some(details(rt, name)),
-            ..Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", rt.qualified()))
+            ..Self::new(
+                409,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", rt.qualified()),
+            )
         }
     }
 
@@ -60,7 +77,10 @@ impl ApiError {
             ..Self::new(
                 409,
                 "Conflict",
-                format!("Operation cannot be fulfilled on {} \"{name}\": {why}", rt.qualified()),
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": {why}",
+                    rt.qualified()
+                ),
             )
         }
     }
@@ -77,14 +97,20 @@ impl ApiError {
     /// 422 Invalid with `details.causes`.
     pub fn invalid(rt: &ResourceType, name: &str, message: String, causes: Vec<Value>) -> Self {
         Self {
-            details: Some(json!({"name": name, "group": rt.group, "kind": rt.kind, "causes": causes})),
+            details: Some(
+                json!({"name": name, "group": rt.group, "kind": rt.kind, "causes": causes}),
+            ),
             ..Self::new(422, "Invalid", message)
         }
     }
 
     /// 422 Invalid for a single field, worded like the apiserver's field errors.
     pub fn invalid_field(rt: &ResourceType, name: &str, field: &str, detail: &str) -> Self {
-        let kind = if rt.group.is_empty() { rt.kind.clone() } else { format!("{}.{}", rt.kind, rt.group) };
+        let kind = if rt.group.is_empty() {
+            rt.kind.clone()
+        } else {
+            format!("{}.{}", rt.kind, rt.group)
+        };
         Self::invalid(
             rt,
             name,
@@ -100,7 +126,11 @@ impl ApiError {
 
     /// 405 MethodNotAllowed.
     pub fn method_not_allowed() -> Self {
-        Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
     }
 
     /// 415 UnsupportedMediaType.

@@ -24,7 +24,11 @@ pub struct Faults {
 
 impl Default for Faults {
     fn default() -> Self {
-        Self { rules: Mutex::default(), latency: Mutex::default(), drop_watches: tokio::sync::watch::channel(0).0 }
+        Self {
+            rules: Mutex::default(),
+            latency: Mutex::default(),
+            drop_watches: tokio::sync::watch::channel(0).0,
+        }
     }
 }
 
@@ -33,7 +37,12 @@ impl Faults {
     /// `delete`, `deletecollection`, or `*`) on this resource (plural such as `configmaps`, or `*`) fail with
     /// `code` and a Status carrying the conventional reason.
     pub fn fail_next(&self, verb: &str, resource: &str, count: u32, code: u16) {
-        let rule = FailRule { verb: verb.into(), resource: resource.into(), remaining: count, code };
+        let rule = FailRule {
+            verb: verb.into(),
+            resource: resource.into(),
+            remaining: count,
+            code,
+        };
         self.rules.lock().expect("fault rules lock").push(rule);
     }
 
@@ -65,7 +74,9 @@ impl Faults {
     pub(crate) fn take(&self, verb: &str, resource: &str) -> Option<ApiError> {
         let mut rules = self.rules.lock().expect("fault rules lock");
         let index = rules.iter().position(|r| {
-            (r.verb == "*" || r.verb == verb) && (r.resource == "*" || r.resource == resource) && r.remaining > 0
+            (r.verb == "*" || r.verb == verb)
+                && (r.resource == "*" || r.resource == resource)
+                && r.remaining > 0
         })?;
         let rule = &mut rules[index];
         rule.remaining -= 1;
@@ -73,7 +84,10 @@ impl Faults {
         if rule.remaining == 0 {
             rules.remove(index);
         }
-        Some(ApiError::from_code(code, format!("injected fault: {verb} {resource} failed with {code}")))
+        Some(ApiError::from_code(
+            code,
+            format!("injected fault: {verb} {resource} failed with {code}"),
+        ))
     }
 }
 
@@ -86,7 +100,10 @@ mod tests {
         let faults = Faults::default();
         faults.fail_next("create", "configmaps", 2, 503);
         assert!(faults.take("get", "configmaps").is_none());
-        assert_eq!(faults.take("create", "configmaps").unwrap().reason, "ServiceUnavailable");
+        assert_eq!(
+            faults.take("create", "configmaps").unwrap().reason,
+            "ServiceUnavailable"
+        );
         assert!(faults.take("create", "configmaps").is_some());
         assert!(faults.take("create", "configmaps").is_none());
     }

@@ -5,6 +5,11 @@
 //! server-side apply with field managers, status subresources, finalizers, garbage collection, watches
 //! with history replay and bookmarks, server-side printing, CRD registration and CRD schema/CEL validation.
 //!
+//! Deliberate simplifications: request bodies are JSON or YAML (protobuf only for the Secret, ConfigMap,
+//! Namespace and ServiceAccount bodies `kubectl create` sends); every served version of a CRD shares one
+//! stored form (no conversion webhooks); server-side apply treats lists as atomic; discovery is the legacy (non-aggregated) form and only OpenAPI v3 is served;
+//! there is no authentication, authorization or admission control.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), kube_lite::Error> {
 //! let server = kube_lite::Server::start(kube_lite::Options::default()).await?;
@@ -18,6 +23,7 @@ pub mod error;
 pub mod faults;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod selectors;
 pub mod server;
@@ -54,7 +60,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { port: 0, state_file: None, history_limit: 10_000, bookmark_interval: Duration::from_secs(5) }
+        Self {
+            port: 0,
+            state_file: None,
+            history_limit: 10_000,
+            bookmark_interval: Duration::from_secs(5),
+        }
     }
 }
 
@@ -69,12 +80,18 @@ pub struct Server {
 }
 
 fn state_error(path: &std::path::Path, message: impl ToString) -> Error {
-    Error::State { path: path.display().to_string(), message: message.to_string() }
+    Error::State {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
 }
 
 fn save(shared: &Shared, path: &std::path::Path) -> Result<(), Error> {
     let snapshot = {
-        let mut store = shared.store.lock().expect("store lock");
+        let mut store = shared
+            .store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         store.dirty = false;
         store.snapshot()
     };
@@ -88,14 +105,21 @@ impl Server {
     /// Binds 127.0.0.1:`port`, loads the state file if present, and starts serving.
     pub async fn start(options: Options) -> Result<Self, Error> {
         let addr = format!("127.0.0.1:{}", options.port);
-        let listener =
-            tokio::net::TcpListener::bind(&addr).await.map_err(|source| Error::Bind { addr: addr.clone(), source })?;
-        let addr = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| Error::Bind { addr, source })?;
         let gc_wake = Arc::new(Notify::new());
         let mut store = Store::new(options.history_limit, gc_wake.clone());
         if let Some(path) = options.state_file.as_ref().filter(|p| p.exists()) {
             let text = std::fs::read(path).map_err(|e| state_error(path, e))?;
-            let snapshot: serde_json::Value = serde_json::from_slice(&text).map_err(|e| state_error(path, e))?;
+            let snapshot: serde_json::Value =
+                serde_json::from_slice(&text).map_err(|e| state_error(path, e))?;
             store.restore(&snapshot).map_err(|e| state_error(path, e))?;
         }
         let shared = Arc::new(Shared {
@@ -118,7 +142,12 @@ impl Server {
         let mut background = vec![tokio::spawn(async move {
             loop {
                 gc_wake.notified().await;
-                while gc_shared.store.lock().expect("store lock").collect_garbage() {}
+                while gc_shared
+                    .store
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .collect_garbage()
+                {}
             }
         })];
         if let Some(path) = options.state_file.clone() {
@@ -127,16 +156,25 @@ impl Server {
                 let mut tick = tokio::time::interval(Duration::from_millis(500));
                 loop {
                     tick.tick().await;
-                    let dirty = saver.store.lock().expect("store lock").dirty;
-                    if dirty {
-                        if let Err(error) = save(&saver, &path) {
-                            tracing::warn!(%error, "kube-lite could not save its state");
-                        }
+                    let dirty = saver
+                        .store
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .dirty;
+                    if dirty && let Err(error) = save(&saver, &path) {
+                        tracing::warn!(%error, "kube-lite could not save its state");
                     }
                 }
             }));
         }
-        Ok(Server { addr, shared, state_file: options.state_file, stop: Some(stop), serving: Some(serving), background })
+        Ok(Server {
+            addr,
+            shared,
+            state_file: options.state_file,
+            stop: Some(stop),
+            serving: Some(serving),
+            background,
+        })
     }
 
     /// Base URL, e.g. `http://127.0.0.1:41234`.
@@ -151,7 +189,10 @@ impl Server {
 
     /// A kube client for this server, with `default` as its namespace.
     pub fn client(&self) -> Result<kube::Client, Error> {
-        let url: axum::http::Uri = self.url().parse().map_err(|e| Error::Client(format!("{e}")))?;
+        let url: axum::http::Uri = self
+            .url()
+            .parse()
+            .map_err(|e| Error::Client(format!("{e}")))?;
         let config = kube::Config::new(url);
         kube::Client::try_from(config).map_err(|e| Error::Client(e.to_string()))
     }
@@ -168,7 +209,11 @@ impl Server {
 
     /// The current global resourceVersion.
     pub fn resource_version(&self) -> u64 {
-        self.shared.store.lock().expect("store lock").rv
+        self.shared
+            .store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .rv
     }
 
     /// Writes the state file now (no-op without one).
@@ -190,10 +235,12 @@ impl Server {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(mut serving) = self.serving.take() {
-            if tokio::time::timeout(Duration::from_secs(5), &mut serving).await.is_err() {
-                serving.abort();
-            }
+        if let Some(mut serving) = self.serving.take()
+            && tokio::time::timeout(Duration::from_secs(5), &mut serving)
+                .await
+                .is_err()
+        {
+            serving.abort();
         }
         for task in self.background.drain(..) {
             task.abort();

@@ -19,9 +19,16 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), kube_lite::Error> {
     let args = Args::parse();
-    let options = kube_lite::Options { port: args.port, state_file: args.state, ..Default::default() };
+    let options = kube_lite::Options {
+        port: args.port,
+        state_file: args.state,
+        ..Default::default()
+    };
     let server = kube_lite::Server::start(options).await?;
-    println!("# kube-lite listening on {}; save this as a kubeconfig:", server.url());
+    println!(
+        "# kube-lite listening on {}; save this as a kubeconfig:",
+        server.url()
+    );
     print!("{}", server.kubeconfig_yaml());
     let _ = tokio::signal::ctrl_c().await;
     server.shutdown().await

@@ -9,7 +9,11 @@ const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
 
 /// Path of a group-version document, e.g. `api/v1` or `apis/apps/v1`.
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 /// The /openapi/v3 index.
@@ -17,7 +21,11 @@ pub fn root(registry: &Registry) -> Value {
     let mut paths = Map::new();
     let mut gvs: Vec<(String, String)> = registry
         .all()
-        .flat_map(|rt| rt.versions.iter().map(move |v| (rt.group.clone(), v.clone())))
+        .flat_map(|rt| {
+            rt.versions
+                .iter()
+                .map(move |v| (rt.group.clone(), v.clone()))
+        })
         .collect();
     gvs.sort();
     gvs.dedup();
@@ -39,7 +47,8 @@ fn gvk(rt: &ResourceType, version: &str) -> Value {
 }
 
 fn operation(rt: &ResourceType, version: &str, action: &str, write: bool) -> Value {
-    let mut parameters = vec![json!({"name": "pretty", "in": "query", "schema": {"type": "string"}})];
+    let mut parameters =
+        vec![json!({"name": "pretty", "in": "query", "schema": {"type": "string"}})];
     if write {
         for name in ["dryRun", "fieldManager", "fieldValidation"] {
             parameters.push(json!({"name": name, "in": "query", "schema": {"type": "string"}}));
@@ -64,7 +73,10 @@ fn operation(rt: &ResourceType, version: &str, action: &str, write: bool) -> Val
 
 fn custom_schema(rt: &ResourceType, version: &str) -> Option<Value> {
     let mut schema = rt.schemas.get(version).filter(|s| s.is_object())?.clone();
-    let properties = schema.as_object_mut()?.entry("properties").or_insert_with(|| json!({}));
+    let properties = schema
+        .as_object_mut()?
+        .entry("properties")
+        .or_insert_with(|| json!({}));
     if let Some(properties) = properties.as_object_mut() {
         properties.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}));
         properties.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}));
@@ -98,8 +110,10 @@ fn object_meta() -> Value {
 
 /// The document for one group-version, if it is served.
 pub fn group_version(registry: &Registry, group: &str, version: &str) -> Option<Value> {
-    let types: Vec<_> =
-        registry.all().filter(|rt| rt.group == group && rt.versions.iter().any(|v| v == version)).collect();
+    let types: Vec<_> = registry
+        .all()
+        .filter(|rt| rt.group == group && rt.versions.iter().any(|v| v == version))
+        .collect();
     if types.is_empty() {
         return None;
     }
@@ -108,7 +122,11 @@ pub fn group_version(registry: &Registry, group: &str, version: &str) -> Option<
     let mut schemas = Map::new();
     schemas.insert(OBJECT_META.into(), object_meta());
     for rt in types {
-        let scope = if rt.namespaced { "/namespaces/{namespace}" } else { "" };
+        let scope = if rt.namespaced {
+            "/namespaces/{namespace}"
+        } else {
+            ""
+        };
         let collection = format!("{prefix}{scope}/{}", rt.plural);
         paths.insert(
             collection.clone(),
@@ -156,11 +174,21 @@ mod tests {
         registry.insert(type_from_crd(&crd).unwrap());
         assert!(root(&registry)["paths"]["apis/example.com/v1"]["serverRelativeURL"].is_string());
         let doc = group_version(&registry, "example.com", "v1").unwrap();
-        let patch = &doc["paths"]["/apis/example.com/v1/namespaces/{namespace}/widgets/{name}"]["patch"];
+        let patch =
+            &doc["paths"]["/apis/example.com/v1/namespaces/{namespace}/widgets/{name}"]["patch"];
         assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Widget");
-        assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+        assert!(
+            patch["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "fieldValidation")
+        );
         let schema = &doc["components"]["schemas"]["com.example.v1.Widget"];
-        assert_eq!(schema["x-kubernetes-group-version-kind"][0]["group"], "example.com");
+        assert_eq!(
+            schema["x-kubernetes-group-version-kind"][0]["group"],
+            "example.com"
+        );
         assert!(schema["properties"]["metadata"].is_object());
     }
 }

@@ -13,8 +13,8 @@ pub enum PatchFailure {
 
 /// Applies an RFC 6902 patch. Like the apiserver, a `test` against a missing path compares with null.
 pub fn json_patch(doc: &mut Value, body: &[u8]) -> Result<(), PatchFailure> {
-    let ops: Vec<Value> =
-        serde_json::from_slice(body).map_err(|e| PatchFailure::Malformed(format!("invalid JSON patch: {e}")))?;
+    let ops: Vec<Value> = serde_json::from_slice(body)
+        .map_err(|e| PatchFailure::Malformed(format!("invalid JSON patch: {e}")))?;
     for (index, op) in ops.into_iter().enumerate() {
         let path = op["path"].as_str().unwrap_or_default().to_string();
         if op["op"] == "test" && doc.pointer(&path).is_none() {
@@ -26,8 +26,8 @@ pub fn json_patch(doc: &mut Value, body: &[u8]) -> Result<(), PatchFailure> {
                  missing value (operation {index})"
             )));
         }
-        let operation: json_patch::PatchOperation =
-            serde_json::from_value(op).map_err(|e| PatchFailure::Malformed(format!("invalid JSON patch: {e}")))?;
+        let operation: json_patch::PatchOperation = serde_json::from_value(op)
+            .map_err(|e| PatchFailure::Malformed(format!("invalid JSON patch: {e}")))?;
         json_patch::patch(doc, &[operation]).map_err(|e| {
             let detail = match e.kind {
                 json_patch::PatchErrorKind::TestFailed => format!("testing value {path} failed"),
@@ -43,10 +43,12 @@ pub fn json_patch(doc: &mut Value, body: &[u8]) -> Result<(), PatchFailure> {
 
 /// Applies an RFC 7386 merge patch.
 pub fn merge_patch(doc: &mut Value, body: &[u8]) -> Result<(), PatchFailure> {
-    let patch: Value =
-        serde_json::from_slice(body).map_err(|e| PatchFailure::Malformed(format!("invalid merge patch: {e}")))?;
+    let patch: Value = serde_json::from_slice(body)
+        .map_err(|e| PatchFailure::Malformed(format!("invalid merge patch: {e}")))?;
     if !patch.is_object() {
-        return Err(PatchFailure::Malformed("merge patch must be a JSON object".into()));
+        return Err(PatchFailure::Malformed(
+            "merge patch must be a JSON object".into(),
+        ));
     }
     json_patch::merge(doc, &patch);
     Ok(())
@@ -55,8 +57,16 @@ pub fn merge_patch(doc: &mut Value, body: &[u8]) -> Result<(), PatchFailure> {
 /// The merge key the built-in kinds declare for a list field, when its items carry that key.
 fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
     let key = match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "volumeMounts"
-        | "imagePullSecrets" | "secrets" | "envFrom" | "volumeDevices" => "name",
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "volumeMounts"
+        | "imagePullSecrets"
+        | "secrets"
+        | "envFrom"
+        | "volumeDevices" => "name",
         "conditions" => "type",
         "ports" if items.iter().any(|i| i.get("containerPort").is_some()) => "containerPort",
         "ports" => "port",
@@ -71,7 +81,9 @@ pub fn strategic_merge_patch(doc: &mut Value, body: &[u8]) -> Result<(), PatchFa
     let patch: Value = serde_json::from_slice(body)
         .map_err(|e| PatchFailure::Malformed(format!("invalid strategic merge patch: {e}")))?;
     let Value::Object(patch) = patch else {
-        return Err(PatchFailure::Malformed("strategic merge patch must be a JSON object".into()));
+        return Err(PatchFailure::Malformed(
+            "strategic merge patch must be a JSON object".into(),
+        ));
     };
     strategic_merge_map(doc, patch);
     Ok(())
@@ -93,7 +105,10 @@ fn strategic_merge_map(doc: &mut Value, mut patch: Map<String, Value>) {
             continue;
         }
         if let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/") {
-            deletions.push((field.to_string(), value.as_array().cloned().unwrap_or_default()));
+            deletions.push((
+                field.to_string(),
+                value.as_array().cloned().unwrap_or_default(),
+            ));
             continue;
         }
         match value {
@@ -149,7 +164,10 @@ fn merge_list(live: &mut Vec<Value>, items: Vec<Value>, key: &str) {
 }
 
 fn strip_directives(map: Map<String, Value>) -> Map<String, Value> {
-    map.into_iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k, strip_value(v))).collect()
+    map.into_iter()
+        .filter(|(k, _)| !k.starts_with('$'))
+        .map(|(k, v)| (k, strip_value(v)))
+        .collect()
 }
 
 fn strip_value(value: Value) -> Value {
@@ -173,10 +191,19 @@ mod tests {
         json_patch(&mut doc, body).unwrap();
         assert_eq!(doc["metadata"]["finalizers"], json!(["x"]));
         let failing = br#"[{"op":"test","path":"/metadata/finalizers/0","value":"y"}]"#;
-        assert!(matches!(json_patch(&mut doc, failing), Err(PatchFailure::Unprocessable(_))));
+        assert!(matches!(
+            json_patch(&mut doc, failing),
+            Err(PatchFailure::Unprocessable(_))
+        ));
         let missing = br#"[{"op":"test","path":"/metadata/labels","value":{"a":"b"}}]"#;
-        assert!(matches!(json_patch(&mut doc, missing), Err(PatchFailure::Unprocessable(_))));
-        assert!(matches!(json_patch(&mut doc, b"{}"), Err(PatchFailure::Malformed(_))));
+        assert!(matches!(
+            json_patch(&mut doc, missing),
+            Err(PatchFailure::Unprocessable(_))
+        ));
+        assert!(matches!(
+            json_patch(&mut doc, b"{}"),
+            Err(PatchFailure::Malformed(_))
+        ));
     }
 
     #[test]
@@ -186,7 +213,10 @@ mod tests {
         let body = br#"{"spec": {"$setElementOrder/containers": [{"name":"a"},{"name":"b"}],
             "containers": [{"name": "b", "image": "2"}, {"name": "a", "$patch": "delete"}], "args": ["z"]}}"#;
         strategic_merge_patch(&mut doc, body).unwrap();
-        assert_eq!(doc, json!({"spec": {"containers": [{"name": "b", "image": "2"}], "args": ["z"]}}));
+        assert_eq!(
+            doc,
+            json!({"spec": {"containers": [{"name": "b", "image": "2"}], "args": ["z"]}})
+        );
     }
 
     #[test]

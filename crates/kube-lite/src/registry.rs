@@ -51,15 +51,37 @@ pub struct ResourceType {
     pub custom: bool,
 }
 
+/// Built-in resources whose objects carry `metadata.generation` (like the real registry strategies).
+const GENERATION_TRACKED: &[&str] = &[
+    "deployments",
+    "statefulsets",
+    "poddisruptionbudgets",
+    "networkpolicies",
+    "customresourcedefinitions",
+];
+
 impl ResourceType {
     /// `plural` or `plural.group`, as used in error messages.
     pub fn qualified(&self) -> String {
-        if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
     }
 
     /// `group/version` or `version` for the core group.
     pub fn api_version(&self, version: &str) -> String {
-        if self.group.is_empty() { version.to_string() } else { format!("{}/{version}", self.group) }
+        if self.group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{}/{version}", self.group)
+        }
+    }
+
+    /// Whether objects carry `metadata.generation` (custom resources and some built-ins).
+    pub fn tracks_generation(&self) -> bool {
+        self.custom || GENERATION_TRACKED.contains(&self.plural.as_str())
     }
 
     /// The version objects are stored at.
@@ -96,22 +118,139 @@ struct Builtin {
 }
 
 const BUILTINS: &[Builtin] = &[
-    b("", "v1", "Namespace", "namespaces", false, true, &["ns"], false),
+    b(
+        "",
+        "v1",
+        "Namespace",
+        "namespaces",
+        false,
+        true,
+        &["ns"],
+        false,
+    ),
     b("", "v1", "Secret", "secrets", true, false, &[], false),
-    b("", "v1", "ConfigMap", "configmaps", true, false, &["cm"], false),
+    b(
+        "",
+        "v1",
+        "ConfigMap",
+        "configmaps",
+        true,
+        false,
+        &["cm"],
+        false,
+    ),
     b("", "v1", "Event", "events", true, false, &["ev"], false),
-    b("", "v1", "ServiceAccount", "serviceaccounts", true, false, &["sa"], false),
+    b(
+        "",
+        "v1",
+        "ServiceAccount",
+        "serviceaccounts",
+        true,
+        false,
+        &["sa"],
+        false,
+    ),
     b("", "v1", "Service", "services", true, true, &["svc"], true),
-    b("events.k8s.io", "v1", "Event", "events", true, false, &["ev"], false),
-    b("coordination.k8s.io", "v1", "Lease", "leases", true, false, &[], false),
-    b("apps", "v1", "Deployment", "deployments", true, true, &["deploy"], true),
-    b("apps", "v1", "StatefulSet", "statefulsets", true, true, &["sts"], true),
-    b("rbac.authorization.k8s.io", "v1", "Role", "roles", true, false, &[], false),
-    b("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, false, &[], false),
-    b("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true, false, &[], false),
-    b("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false, false, &[], false),
-    b("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true, true, &["pdb"], false),
-    b("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true, false, &["netpol"], false),
+    b(
+        "events.k8s.io",
+        "v1",
+        "Event",
+        "events",
+        true,
+        false,
+        &["ev"],
+        false,
+    ),
+    b(
+        "coordination.k8s.io",
+        "v1",
+        "Lease",
+        "leases",
+        true,
+        false,
+        &[],
+        false,
+    ),
+    b(
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        true,
+        true,
+        &["deploy"],
+        true,
+    ),
+    b(
+        "apps",
+        "v1",
+        "StatefulSet",
+        "statefulsets",
+        true,
+        true,
+        &["sts"],
+        true,
+    ),
+    b(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "Role",
+        "roles",
+        true,
+        false,
+        &[],
+        false,
+    ),
+    b(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        false,
+        false,
+        &[],
+        false,
+    ),
+    b(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        true,
+        false,
+        &[],
+        false,
+    ),
+    b(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        false,
+        false,
+        &[],
+        false,
+    ),
+    b(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        true,
+        true,
+        &["pdb"],
+        false,
+    ),
+    b(
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        true,
+        false,
+        &["netpol"],
+        false,
+    ),
     b(
         "apiextensions.k8s.io",
         "v1",
@@ -135,7 +274,16 @@ const fn b(
     short: &'static [&'static str],
     all: bool,
 ) -> Builtin {
-    Builtin { group, version, kind, plural, namespaced, status, short, all }
+    Builtin {
+        group,
+        version,
+        kind,
+        plural,
+        namespaced,
+        status,
+        short,
+        all,
+    }
 }
 
 impl Registry {
@@ -150,7 +298,11 @@ impl Registry {
                 plural: builtin.plural.into(),
                 singular: builtin.kind.to_lowercase(),
                 short_names: builtin.short.iter().map(|s| s.to_string()).collect(),
-                categories: if builtin.all { vec!["all".into()] } else { vec![] },
+                categories: if builtin.all {
+                    vec!["all".into()]
+                } else {
+                    vec![]
+                },
                 namespaced: builtin.namespaced,
                 status_subresource: builtin.status,
                 printer_columns: vec![],
@@ -191,7 +343,9 @@ impl Registry {
         let (group, version) = split_api_version(api_version);
         self.types
             .values()
-            .find(|rt| rt.group == group && rt.kind == kind && rt.versions.iter().any(|v| v == version))
+            .find(|rt| {
+                rt.group == group && rt.kind == kind && rt.versions.iter().any(|v| v == version)
+            })
             .cloned()
     }
 
@@ -221,7 +375,14 @@ pub fn split_api_version(api_version: &str) -> (&str, &str) {
 }
 
 fn strings(value: &Value) -> Vec<String> {
-    value.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Builds the resource type a CRD declares. Errors are (field, detail) pairs.
@@ -229,9 +390,18 @@ pub fn type_from_crd(crd: &Value) -> Result<ResourceType, (String, String)> {
     let spec = &crd["spec"];
     let names = &spec["names"];
     let field = |name: &str| (name.to_string(), "Required value".to_string());
-    let group = spec["group"].as_str().filter(|g| !g.is_empty()).ok_or_else(|| field("spec.group"))?;
-    let plural = names["plural"].as_str().filter(|p| !p.is_empty()).ok_or_else(|| field("spec.names.plural"))?;
-    let kind = names["kind"].as_str().filter(|k| !k.is_empty()).ok_or_else(|| field("spec.names.kind"))?;
+    let group = spec["group"]
+        .as_str()
+        .filter(|g| !g.is_empty())
+        .ok_or_else(|| field("spec.group"))?;
+    let plural = names["plural"]
+        .as_str()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| field("spec.names.plural"))?;
+    let kind = names["kind"]
+        .as_str()
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| field("spec.names.kind"))?;
     let expected_name = format!("{plural}.{group}");
     if crd["metadata"]["name"].as_str() != Some(expected_name.as_str()) {
         return Err((
@@ -243,11 +413,20 @@ pub fn type_from_crd(crd: &Value) -> Result<ResourceType, (String, String)> {
         ));
     }
     let scope = spec["scope"].as_str().unwrap_or("Namespaced");
-    let versions = spec["versions"].as_array().filter(|v| !v.is_empty()).ok_or_else(|| field("spec.versions"))?;
-    let mut served: Vec<&Value> = versions.iter().filter(|v| v["served"].as_bool().unwrap_or(false)).collect();
+    let versions = spec["versions"]
+        .as_array()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| field("spec.versions"))?;
+    let mut served: Vec<&Value> = versions
+        .iter()
+        .filter(|v| v["served"].as_bool().unwrap_or(false))
+        .collect();
     served.sort_by_key(|v| !v["storage"].as_bool().unwrap_or(false));
     if served.is_empty() {
-        return Err(("spec.versions".into(), "Invalid value: must have at least one served version".into()));
+        return Err((
+            "spec.versions".into(),
+            "Invalid value: must have at least one served version".into(),
+        ));
     }
     let storage = served[0];
     let columns = storage["additionalPrinterColumns"]
@@ -267,10 +446,16 @@ pub fn type_from_crd(crd: &Value) -> Result<ResourceType, (String, String)> {
         .unwrap_or_default();
     Ok(ResourceType {
         group: group.into(),
-        versions: served.iter().filter_map(|v| v["name"].as_str().map(String::from)).collect(),
+        versions: served
+            .iter()
+            .filter_map(|v| v["name"].as_str().map(String::from))
+            .collect(),
         kind: kind.into(),
         plural: plural.into(),
-        singular: names["singular"].as_str().map(String::from).unwrap_or_else(|| kind.to_lowercase()),
+        singular: names["singular"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| kind.to_lowercase()),
         short_names: strings(&names["shortNames"]),
         categories: strings(&names["categories"]),
         namespaced: scope == "Namespaced",
@@ -278,7 +463,12 @@ pub fn type_from_crd(crd: &Value) -> Result<ResourceType, (String, String)> {
         printer_columns: columns,
         schemas: served
             .iter()
-            .filter_map(|v| Some((v["name"].as_str()?.to_string(), v["schema"]["openAPIV3Schema"].clone())))
+            .filter_map(|v| {
+                Some((
+                    v["name"].as_str()?.to_string(),
+                    v["schema"]["openAPIV3Schema"].clone(),
+                ))
+            })
             .collect(),
         custom: true,
     })

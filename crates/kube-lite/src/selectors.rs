@@ -34,7 +34,11 @@ fn split_top_level(input: &str) -> Vec<&str> {
         }
     }
     parts.push(&input[start..]);
-    parts.into_iter().map(str::trim).filter(|p| !p.is_empty()).collect()
+    parts
+        .into_iter()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 fn set_values(rest: &str, selector: &str) -> Result<Vec<String>, ApiError> {
@@ -43,7 +47,11 @@ fn set_values(rest: &str, selector: &str) -> Result<Vec<String>, ApiError> {
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
         .ok_or_else(|| ApiError::bad_request(format!("unable to parse requirement: {selector}")))?;
-    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+    Ok(inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect())
 }
 
 impl LabelSelector {
@@ -55,16 +63,23 @@ impl LabelSelector {
                 Requirement::DoesNotExist(key.trim().to_string())
             } else if let Some((key, value)) = part.split_once("!=") {
                 Requirement::NotEquals(key.trim().into(), value.trim().into())
-            } else if let Some((key, value)) = part.split_once("==").or_else(|| part.split_once('=')) {
+            } else if let Some((key, value)) =
+                part.split_once("==").or_else(|| part.split_once('='))
+            {
                 Requirement::Equals(key.trim().into(), value.trim().into())
             } else if let Some((key, rest)) = part.split_once(" notin ") {
                 Requirement::NotIn(key.trim().into(), set_values(rest, selector)?)
             } else if let Some((key, rest)) = part.split_once(" in ") {
                 Requirement::In(key.trim().into(), set_values(rest, selector)?)
-            } else if part.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+            } else if part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            {
                 Requirement::Exists(part.to_string())
             } else {
-                return Err(ApiError::bad_request(format!("unable to parse requirement: {part}")));
+                return Err(ApiError::bad_request(format!(
+                    "unable to parse requirement: {part}"
+                )));
             };
             requirements.push(requirement);
         }
@@ -100,9 +115,15 @@ impl FieldSelector {
             } else if let Some((p, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 (p, true, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid field selector: {part}")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid field selector: {part}"
+                )));
             };
-            terms.push((path.trim().split('.').map(String::from).collect(), equal, value.trim().to_string()));
+            terms.push((
+                path.trim().split('.').map(String::from).collect(),
+                equal,
+                value.trim().to_string(),
+            ));
         }
         Ok(Self(terms))
     }
@@ -161,14 +182,26 @@ mod tests {
             ("app in (db),tier", false),
         ];
         for (selector, expected) in cases {
-            assert_eq!(LabelSelector::parse(selector).unwrap().matches(&obj()), expected, "{selector}");
+            assert_eq!(
+                LabelSelector::parse(selector).unwrap().matches(&obj()),
+                expected,
+                "{selector}"
+            );
         }
     }
 
     #[test]
     fn field_selector_on_metadata() {
-        assert!(FieldSelector::parse("metadata.name=a,metadata.namespace!=ns2").unwrap().matches(&obj()));
-        assert!(!FieldSelector::parse("metadata.name==b").unwrap().matches(&obj()));
+        assert!(
+            FieldSelector::parse("metadata.name=a,metadata.namespace!=ns2")
+                .unwrap()
+                .matches(&obj())
+        );
+        assert!(
+            !FieldSelector::parse("metadata.name==b")
+                .unwrap()
+                .matches(&obj())
+        );
         assert!(FieldSelector::parse("nonsense").is_err());
     }
 }

@@ -13,7 +13,11 @@ enum Step {
 }
 
 fn parse_path(path: &str) -> Vec<Step> {
-    let path = path.trim().trim_start_matches('{').trim_end_matches('}').trim_start_matches('$');
+    let path = path
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .trim_start_matches('$');
     let mut steps = Vec::new();
     let mut rest = path;
     while !rest.is_empty() {
@@ -25,7 +29,8 @@ fn parse_path(path: &str) -> Vec<Step> {
                 steps.push(Step::All);
             } else if let Ok(index) = inner.parse() {
                 steps.push(Step::Index(index));
-            } else if let Some(filter) = inner.strip_prefix("?(").and_then(|f| f.strip_suffix(')')) {
+            } else if let Some(filter) = inner.strip_prefix("?(").and_then(|f| f.strip_suffix(')'))
+            {
                 let (lhs, equal, rhs) = match filter.split_once("!=") {
                     Some((l, r)) => (l, false, r),
                     None => {
@@ -33,13 +38,21 @@ fn parse_path(path: &str) -> Vec<Step> {
                         (l, true, r)
                     }
                 };
-                let field = lhs.trim().trim_start_matches('@').split('.').filter(|s| !s.is_empty()).map(String::from);
+                let field = lhs
+                    .trim()
+                    .trim_start_matches('@')
+                    .split('.')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from);
                 let rhs = rhs.trim();
-                let literal = serde_json::from_str(rhs)
-                    .unwrap_or_else(|_| Value::String(rhs.trim_matches(|c| c == '\'' || c == '"').to_string()));
+                let literal = serde_json::from_str(rhs).unwrap_or_else(|_| {
+                    Value::String(rhs.trim_matches(|c| c == '\'' || c == '"').to_string())
+                });
                 steps.push(Step::Filter(field.collect(), equal, literal));
             } else {
-                steps.push(Step::Key(inner.trim_matches(|c| c == '\'' || c == '"').to_string()));
+                steps.push(Step::Key(
+                    inner.trim_matches(|c| c == '\'' || c == '"').to_string(),
+                ));
             }
         } else {
             let body = rest.trim_start_matches('.');
@@ -73,7 +86,10 @@ pub fn eval<'a>(object: &'a Value, path: &str) -> Vec<&'a Value> {
                         .into_iter()
                         .flatten()
                         .filter(|item| {
-                            let found = field.iter().try_fold(*item, |v, k| v.get(k)).unwrap_or(&Value::Null);
+                            let found = field
+                                .iter()
+                                .try_fold(*item, |v, k| v.get(k))
+                                .unwrap_or(&Value::Null);
                             (found == literal) == *equal
                         })
                         .collect(),
@@ -101,9 +117,13 @@ pub fn human_age(seconds: i64) -> String {
 }
 
 fn age_of(timestamp: &Value) -> Value {
-    let parsed = timestamp.as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    let parsed = timestamp
+        .as_str()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
     match parsed {
-        Some(ts) => Value::String(human_age(jiff::Timestamp::now().as_second() - ts.as_second())),
+        Some(ts) => Value::String(human_age(
+            jiff::Timestamp::now().as_second() - ts.as_second(),
+        )),
         None => Value::String("<unknown>".into()),
     }
 }
@@ -112,7 +132,11 @@ fn column(name: &str, column_type: &str, json_path: &str, priority: i64) -> Prin
     PrinterColumn {
         name: name.into(),
         column_type: column_type.into(),
-        format: if name == "Name" { "name".into() } else { String::new() },
+        format: if name == "Name" {
+            "name".into()
+        } else {
+            String::new()
+        },
         description: String::new(),
         priority,
         json_path: json_path.into(),
@@ -122,12 +146,26 @@ fn column(name: &str, column_type: &str, json_path: &str, priority: i64) -> Prin
 fn builtin_columns(rt: &ResourceType) -> Vec<PrinterColumn> {
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("", "namespaces") => vec![column("Status", "string", ".status.phase", 0)],
-        ("", "secrets") => vec![column("Type", "string", ".type", 0), column("Data", "integer", "#data", 0)],
+        ("", "secrets") => vec![
+            column("Type", "string", ".type", 0),
+            column("Data", "integer", "#data", 0),
+        ],
         ("", "configmaps") => vec![column("Data", "integer", "#data", 0)],
-        ("", "services") => vec![column("Type", "string", ".spec.type", 0), column("Cluster-IP", "string", ".spec.clusterIP", 0)],
-        ("apps", "deployments") => vec![column("Up-to-date", "integer", ".status.updatedReplicas", 0), column("Available", "integer", ".status.availableReplicas", 0)],
-        ("coordination.k8s.io", "leases") => vec![column("Holder", "string", ".spec.holderIdentity", 0)],
-        ("", "events") | ("events.k8s.io", "events") => vec![column("Type", "string", ".type", 0), column("Reason", "string", ".reason", 0)],
+        ("", "services") => vec![
+            column("Type", "string", ".spec.type", 0),
+            column("Cluster-IP", "string", ".spec.clusterIP", 0),
+        ],
+        ("apps", "deployments") => vec![
+            column("Up-to-date", "integer", ".status.updatedReplicas", 0),
+            column("Available", "integer", ".status.availableReplicas", 0),
+        ],
+        ("coordination.k8s.io", "leases") => {
+            vec![column("Holder", "string", ".spec.holderIdentity", 0)]
+        }
+        ("", "events") | ("events.k8s.io", "events") => vec![
+            column("Type", "string", ".type", 0),
+            column("Reason", "string", ".reason", 0),
+        ],
         _ => vec![],
     }
 }
@@ -145,7 +183,11 @@ fn cell(object: &Value, col: &PrinterColumn) -> Value {
     match col.column_type.as_str() {
         "date" => age_of(&value),
         "string" if !value.is_string() => Value::String(match &value {
-            Value::Array(items) => items.iter().map(|i| i.as_str().map_or(i.to_string(), String::from)).collect::<Vec<_>>().join(","),
+            Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map_or(i.to_string(), String::from))
+                .collect::<Vec<_>>()
+                .join(","),
             other => other.to_string(),
         }),
         _ => value,
@@ -155,7 +197,11 @@ fn cell(object: &Value, col: &PrinterColumn) -> Value {
 /// Column set for a resource: Name, printer columns (or built-in defaults), Age.
 pub fn columns(rt: &ResourceType) -> Vec<PrinterColumn> {
     let mut cols = vec![column("Name", "string", ".metadata.name", 0)];
-    let extra = if rt.custom { rt.printer_columns.clone() } else { builtin_columns(rt) };
+    let extra = if rt.custom {
+        rt.printer_columns.clone()
+    } else {
+        builtin_columns(rt)
+    };
     let has_age = extra.iter().any(|c| c.name == "Age");
     cols.extend(extra);
     if !has_age {
@@ -187,7 +233,12 @@ impl IncludeObject {
 }
 
 /// A Table of `objects`.
-pub fn table(rt: &ResourceType, objects: &[&Value], list_meta: Value, include: IncludeObject) -> Value {
+pub fn table(
+    rt: &ResourceType,
+    objects: &[&Value],
+    list_meta: Value,
+    include: IncludeObject,
+) -> Value {
     let cols = columns(rt);
     let definitions: Vec<Value> = cols
         .iter()
@@ -220,7 +271,10 @@ pub fn table(rt: &ResourceType, objects: &[&Value], list_meta: Value, include: I
 
 /// Whether an Accept header asks for a Table.
 pub fn wants_table(accept: &str) -> bool {
-    accept.split(',').next().is_some_and(|first| first.contains("as=Table"))
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=Table"))
 }
 
 #[cfg(test)]
@@ -230,8 +284,14 @@ mod tests {
     #[test]
     fn jsonpath_filters_conditions() {
         let obj = json!({"status": {"conditions": [{"type": "Synced", "status": "False"}, {"type": "Ready", "status": "True"}]}});
-        assert_eq!(eval(&obj, r#".status.conditions[?(@.type=="Ready")].status"#), vec![&json!("True")]);
-        assert_eq!(eval(&obj, ".status.conditions[0].type"), vec![&json!("Synced")]);
+        assert_eq!(
+            eval(&obj, r#".status.conditions[?(@.type=="Ready")].status"#),
+            vec![&json!("True")]
+        );
+        assert_eq!(
+            eval(&obj, ".status.conditions[0].type"),
+            vec![&json!("Synced")]
+        );
         assert_eq!(eval(&obj, ".status.conditions[*].type").len(), 2);
         assert!(eval(&obj, ".spec.missing").is_empty());
     }

@@ -10,9 +10,9 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::error::ApiError;
 use crate::registry::ResourceType;
+use crate::selectors::Selectors;
 use crate::server::Shared;
 use crate::store::{Event, EventKind, Store};
-use crate::selectors::Selectors;
 use crate::table::{self, IncludeObject};
 
 /// Parameters of a watch request.
@@ -48,7 +48,10 @@ fn event_type(kind: EventKind) -> &'static str {
 /// become ADDED or DELETED).
 fn visible(event: &Event, params: &WatchParams) -> Option<&'static str> {
     let matches = |obj: &Value| {
-        params.namespace.as_deref().is_none_or(|ns| obj["metadata"]["namespace"].as_str() == Some(ns))
+        params
+            .namespace
+            .as_deref()
+            .is_none_or(|ns| obj["metadata"]["namespace"].as_str() == Some(ns))
             && params.selectors.matches(obj)
     };
     let now = matches(&event.object);
@@ -72,11 +75,20 @@ struct Encoder {
 impl Encoder {
     fn line(&self, event_type: &str, object: &Value) -> Bytes {
         let mut line = format!("{{\"type\":\"{event_type}\",\"object\":").into_bytes();
-        let stored_version = object["apiVersion"].as_str().is_some_and(|v| v.ends_with(&self.version));
+        let stored_version = object["apiVersion"]
+            .as_str()
+            .is_some_and(|v| v.ends_with(&self.version));
+        let passthrough = matches!(event_type, "BOOKMARK" | "ERROR");
         let written = match self.table {
-            Some(include) => serde_json::to_writer(&mut line, &table::table(&self.rt, &[object], json!({}), include)),
-            None if stored_version || event_type == "BOOKMARK" => serde_json::to_writer(&mut line, object),
-            None => serde_json::to_writer(&mut line, &Store::at_version(&self.rt, object, &self.version)),
+            Some(include) if !passthrough => serde_json::to_writer(
+                &mut line,
+                &table::table(&self.rt, &[object], json!({}), include),
+            ),
+            _ if stored_version || passthrough => serde_json::to_writer(&mut line, object),
+            _ => serde_json::to_writer(
+                &mut line,
+                &Store::at_version(&self.rt, object, &self.version),
+            ),
         };
         written.expect("JSON values always serialize");
         line.extend_from_slice(b"}\n");
@@ -95,16 +107,31 @@ impl Encoder {
 
 /// Starts a watch. Subscribing and reading the initial state happen under one lock, so no change is missed.
 pub fn start(shared: Arc<Shared>, rt: Arc<ResourceType>, params: WatchParams) -> Response {
-    let encoder = Encoder { rt: rt.clone(), version: params.version.clone(), table: params.table };
+    let encoder = Encoder {
+        rt: rt.clone(),
+        version: params.version.clone(),
+        table: params.table,
+    };
     let (initial, mut receiver, start_rv) = {
-        let store = shared.store.lock().expect("store lock");
+        let store = shared
+            .store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let receiver = store.events.subscribe();
-        let requested = params.resource_version.as_deref().filter(|rv| !rv.is_empty() && *rv != "0");
+        let requested = params
+            .resource_version
+            .as_deref()
+            .filter(|rv| !rv.is_empty() && *rv != "0");
         let initial: Result<Vec<Bytes>, ApiError> = match requested {
             Some(rv) if !params.send_initial => match rv.parse::<u64>() {
-                Err(_) => Err(ApiError::bad_request(format!("invalid resource version: {rv}"))),
+                Err(_) => Err(ApiError::bad_request(format!(
+                    "invalid resource version: {rv}"
+                ))),
                 Ok(rv) => match store.events_since(rv) {
-                    None => Err(ApiError::expired(format!("too old resource version: {rv} ({})", store.compacted_rv + 1))),
+                    None => Err(ApiError::expired(format!(
+                        "too old resource version: {rv} ({})",
+                        store.compacted_rv + 1
+                    ))),
                     Some(events) => Ok(events
                         .iter()
                         .filter(|e| e.res == rt.key())
@@ -171,7 +198,11 @@ pub fn start(shared: Arc<Shared>, rt: Arc<ResourceType>, params: WatchParams) ->
             }
         }
     });
-    let stream = futures::stream::poll_fn(move |cx| lines.poll_recv(cx).map(|l| l.map(Ok::<_, std::convert::Infallible>)));
+    let stream = futures::stream::poll_fn(move |cx| {
+        lines
+            .poll_recv(cx)
+            .map(|l| l.map(Ok::<_, std::convert::Infallible>))
+    });
     Response::builder()
         .header("content-type", "application/json")
         .header("cache-control", "no-cache, private")

@@ -14,7 +14,13 @@ pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// The spec of the test custom resource.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
-#[kube(group = "example.com", version = "v1", kind = "Widget", namespaced, status = "WidgetStatus")]
+#[kube(
+    group = "example.com",
+    version = "v1",
+    kind = "Widget",
+    namespaced,
+    status = "WidgetStatus"
+)]
 #[serde(rename_all = "camelCase")]
 pub struct WidgetSpec {
     pub size: i64,
@@ -90,7 +96,13 @@ pub async fn install_widget_crd(client: &kube::Client) -> TestResult {
 
 /// A Widget named `name` with `size`.
 pub fn widget(name: &str, size: i64) -> Widget {
-    Widget::new(name, WidgetSpec { size, ..Default::default() })
+    Widget::new(
+        name,
+        WidgetSpec {
+            size,
+            ..Default::default()
+        },
+    )
 }
 
 /// The API error of a failed kube call.
