@@ -16,6 +16,14 @@ enum Command {
     Crds,
     /// Run the vendor simulator (ThingSpace, IoTDA, OBS, IoTaaP) with a simulated device fleet,
     /// a virtual clock and fault injection, for tests, demos and trying manifests in CI.
+    #[command(
+        long_about = "Run the vendor simulator. One listener serves Verizon ThingSpace \
+(under /api), Huawei IoTDA (under /v5 and /v3), IoTaaP (under /v1) and the admin API (under \
+/_sim: state, faults, clock, token expiry, devices); a second listener serves Huawei OBS. \
+Devices upgrade on a virtual clock; faults come from the configuration or POST /_sim/faults. \
+Without --config, built-in demo accounts are used: their user names are printed at start-up, \
+the demo secrets are documented in the otaplane::sim::config module."
+    )]
     Sim(otaplane::sim::SimArgs),
 }
 

@@ -18,7 +18,10 @@ fn otaplane(args: &[&str]) -> (bool, String, String) {
 fn version_names_the_release() {
     let (ok, stdout, _) = otaplane(&["--version"]);
     assert!(ok);
-    assert_eq!(stdout.trim(), format!("otaplane {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        stdout.trim(),
+        format!("otaplane {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -36,7 +39,10 @@ fn help_explains_every_subcommand() {
 fn an_unknown_subcommand_is_a_clear_error() {
     let (ok, _, stderr) = otaplane(&["deploy"]);
     assert!(!ok);
-    assert!(stderr.contains("unrecognized subcommand 'deploy'"), "{stderr}");
+    assert!(
+        stderr.contains("unrecognized subcommand 'deploy'"),
+        "{stderr}"
+    );
 }
 
 /// The printed stream reads back as exactly the three CRDs (applying them to an API server
@@ -47,7 +53,10 @@ fn crds_output_reads_back_as_three_crds() {
     let (ok, yaml, _) = otaplane(&["crds"]);
     assert!(ok);
     let crds: Vec<CustomResourceDefinition> = serde_saphyr::from_multiple(&yaml).unwrap();
-    let names: Vec<_> = crds.iter().map(|crd| crd.metadata.name.clone().unwrap()).collect();
+    let names: Vec<_> = crds
+        .iter()
+        .map(|crd| crd.metadata.name.clone().unwrap())
+        .collect();
     assert_eq!(
         names,
         [

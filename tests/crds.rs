@@ -6,7 +6,8 @@ const CRDS_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/otaplane-crds
 
 #[test]
 fn committed_crds_match_the_types() {
-    let committed = std::fs::read_to_string(CRDS_FILE).expect("crds/otaplane-crds.yaml is readable");
+    let committed =
+        std::fs::read_to_string(CRDS_FILE).expect("crds/otaplane-crds.yaml is readable");
     let generated = otaplane::api::crds_yaml();
     assert!(
         committed == generated,
@@ -79,56 +80,68 @@ fn spec_fields_have_no_schema_defaults() {
     }
 }
 
+/// What `kubectl get` shows for one kind.
+#[derive(Debug, PartialEq)]
+struct Listing {
+    kind: String,
+    short_names: Vec<String>,
+    categories: Vec<String>,
+    columns: Vec<String>,
+}
+
+fn listing(kind: &str, short_name: &str, columns: &[&str]) -> Listing {
+    Listing {
+        kind: kind.into(),
+        short_names: vec![short_name.into()],
+        categories: vec!["ota".into()],
+        columns: columns.iter().map(|column| column.to_string()).collect(),
+    }
+}
+
 #[test]
 fn printer_columns_and_names_are_what_kubectl_users_type() {
     let crds = otaplane::api::crds();
-    let summary: Vec<(String, Vec<String>, Vec<String>, Vec<String>)> = crds
+    let listings: Vec<Listing> = crds
         .iter()
-        .map(|crd| {
-            let names = &crd.spec.names;
-            let columns = crd.spec.versions[0]
+        .map(|crd| Listing {
+            kind: crd.spec.names.kind.clone(),
+            short_names: crd.spec.names.short_names.clone().unwrap_or_default(),
+            categories: crd.spec.names.categories.clone().unwrap_or_default(),
+            columns: crd.spec.versions[0]
                 .additional_printer_columns
-                .as_ref()
-                .unwrap()
                 .iter()
+                .flatten()
                 .map(|column| column.name.clone())
-                .collect();
-            (
-                names.kind.clone(),
-                names.short_names.clone().unwrap_or_default(),
-                names.categories.clone().unwrap_or_default(),
-                columns,
-            )
+                .collect(),
         })
         .collect();
-    let expected = [
-        ("OtaProvider", vec!["otaprov"], vec!["Vendor", "Ready", "Age"]),
-        (
-            "FirmwarePackage",
-            vec!["fwpkg"],
-            vec!["Provider", "Version", "Ready", "External ID", "Age"],
-        ),
-        (
-            "UpgradeCampaign",
-            vec!["otacampaign"],
-            vec!["Package", "Phase", "Progress", "Failed", "Age"],
-        ),
-    ];
-    for ((kind, short, categories, columns), (want_kind, want_short, want_columns)) in
-        summary.iter().zip(expected)
-    {
-        assert_eq!(kind, want_kind);
-        assert_eq!(short, &want_short);
-        assert_eq!(categories, &["ota"]);
-        assert_eq!(columns, &want_columns);
-    }
+    assert_eq!(
+        listings,
+        [
+            listing("OtaProvider", "otaprov", &["Vendor", "Ready", "Age"]),
+            listing(
+                "FirmwarePackage",
+                "fwpkg",
+                &["Provider", "Version", "Ready", "External ID", "Age"]
+            ),
+            listing(
+                "UpgradeCampaign",
+                "otacampaign",
+                &["Package", "Phase", "Progress", "Failed", "Age"]
+            ),
+        ]
+    );
     for crd in &crds {
         let version = &crd.spec.versions[0];
         assert_eq!(crd.spec.group, "otaplane.io");
         assert_eq!(version.name, "v1alpha1");
         assert_eq!(crd.spec.scope, "Namespaced");
         assert!(
-            version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some(),
             "{} has a status subresource",
             crd.spec.names.kind
         );

@@ -37,7 +37,9 @@ impl Kubectl {
         let output = tokio::task::spawn_blocking(move || command.output())
             .await
             .unwrap()
-            .unwrap_or_else(|err| panic!("kubectl runs (scripts/install-test-tools installs it): {err}"));
+            .unwrap_or_else(|err| {
+                panic!("kubectl runs (scripts/install-test-tools installs it): {err}")
+            });
         let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&output.stderr));
         (output.status.success(), text)
@@ -71,7 +73,13 @@ async fn kubectl_sees_the_contract() {
     let crds = Path::new(ROOT).join("crds/otaplane-crds.yaml");
     kubectl.ok(&["apply", "-f", path_str(&crds)]).await;
     kubectl
-        .ok(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=30s"])
+        .ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=30s",
+        ])
         .await;
 
     for example in yaml_files("examples") {
@@ -79,9 +87,16 @@ async fn kubectl_sees_the_contract() {
         assert!(applied.contains("created"), "{applied}");
     }
 
-    let explained = kubectl.ok(&["explain", "firmwarepackage.spec.artifact.sha256"]).await;
-    assert!(explained.contains("64 lowercase hex characters"), "{explained}");
-    let explained = kubectl.ok(&["explain", "upgradecampaign.spec.strategy.waves"]).await;
+    let explained = kubectl
+        .ok(&["explain", "firmwarepackage.spec.artifact.sha256"])
+        .await;
+    assert!(
+        explained.contains("64 lowercase hex characters"),
+        "{explained}"
+    );
+    let explained = kubectl
+        .ok(&["explain", "upgradecampaign.spec.strategy.waves"])
+        .await;
     assert!(explained.contains("percentages"), "{explained}");
 
     let listed = kubectl.ok(&["get", "fwpkg"]).await;
@@ -91,8 +106,15 @@ async fn kubectl_sees_the_contract() {
     }
     assert!(listed.contains("meter-fw-3.0.1"), "{listed}");
     let listed = kubectl.ok(&["get", "ota"]).await;
-    for kind in ["otaprovider.otaplane.io/iotda", "firmwarepackage.otaplane.io/tracker-fw-2.1.0", "upgradecampaign.otaplane.io/sensor-fw-1.2.7-rollout"] {
-        assert!(listed.contains(kind), "kubectl get ota lists {kind}:\n{listed}");
+    for kind in [
+        "otaprovider.otaplane.io/iotda",
+        "firmwarepackage.otaplane.io/tracker-fw-2.1.0",
+        "upgradecampaign.otaplane.io/sensor-fw-1.2.7-rollout",
+    ] {
+        assert!(
+            listed.contains(kind),
+            "kubectl get ota lists {kind}:\n{listed}"
+        );
     }
 
     // Each invalid manifest: create the stored object first (for updates), then the refused one,
@@ -100,7 +122,10 @@ async fn kubectl_sees_the_contract() {
     let mut failures = Vec::new();
     for path in yaml_files("tests/manifests/invalid") {
         let text = std::fs::read_to_string(&path).unwrap();
-        let expected: Vec<&str> = text.lines().filter_map(|line| line.strip_prefix("# expect: ")).collect();
+        let expected: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# expect: "))
+            .collect();
         let docs: Vec<&str> = text.split("\n---\n").collect();
         let dir = tempfile::tempdir().unwrap();
         let write = |name: &str, doc: &str| {
@@ -120,18 +145,34 @@ async fn kubectl_sees_the_contract() {
                 let kind = kind_of(&text);
                 let name = name_of(&text);
                 kubectl
-                    .ok(&["patch", &kind, &name, "--subresource=status", "--type=merge", "-p", &patch])
+                    .ok(&[
+                        "patch",
+                        &kind,
+                        &name,
+                        "--subresource=status",
+                        "--type=merge",
+                        "-p",
+                        &patch,
+                    ])
                     .await;
             }
         }
         let refused = write("refused.yaml", docs.last().unwrap());
         let (success, output) = kubectl.run(&["apply", "-f", path_str(&refused)]).await;
-        let missing: Vec<&&str> = expected.iter().filter(|want| !output.contains(**want)).collect();
+        let missing: Vec<&&str> = expected
+            .iter()
+            .filter(|want| !output.contains(**want))
+            .collect();
         if success || !missing.is_empty() {
-            failures.push(format!("{}: accepted={success}, lacks {missing:?}:\n{output}", path.display()));
+            failures.push(format!(
+                "{}: accepted={success}, lacks {missing:?}:\n{output}",
+                path.display()
+            ));
         }
         if let Some(stored) = &stored {
-            kubectl.ok(&["delete", "--wait", "-f", path_str(stored)]).await;
+            kubectl
+                .ok(&["delete", "--wait", "-f", path_str(stored)])
+                .await;
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -159,5 +200,8 @@ fn kind_of(text: &str) -> String {
 }
 
 fn name_of(text: &str) -> String {
-    first_doc(text)["metadata"]["name"].as_str().unwrap().to_string()
+    first_doc(text)["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }

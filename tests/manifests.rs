@@ -108,14 +108,21 @@ fn every_invalid_manifest_is_rejected_naming_the_field() {
             .lines()
             .filter_map(|line| line.strip_prefix("# expect: "))
             .collect();
-        assert!(!expected.is_empty(), "{} has no `# expect:` line", path.display());
+        assert!(
+            !expected.is_empty(),
+            "{} has no `# expect:` line",
+            path.display()
+        );
         let docs = documents(path);
         let (old, new) = match docs.as_slice() {
             [new] => (None, new),
             [old, new] => {
                 // The stored object must itself be valid, or the test proves nothing.
                 if let Some(Err(message)) = schemas.check(old, None) {
-                    panic!("{}: the stored object is invalid: {message}", path.display());
+                    panic!(
+                        "{}: the stored object is invalid: {message}",
+                        path.display()
+                    );
                 }
                 (Some(old), new)
             }
@@ -125,8 +132,10 @@ fn every_invalid_manifest_is_rejected_naming_the_field() {
             None => panic!("{}: not an otaplane kind", path.display()),
             Some(Ok(())) => failures.push(format!("{}: accepted", path.display())),
             Some(Err(message)) => {
-                let missing: Vec<&&str> =
-                    expected.iter().filter(|want| !message.contains(**want)).collect();
+                let missing: Vec<&&str> = expected
+                    .iter()
+                    .filter(|want| !message.contains(**want))
+                    .collect();
                 if !missing.is_empty() {
                     failures.push(format!(
                         "{}: message lacks {missing:?}:\n    {message}",
@@ -147,7 +156,10 @@ fn safe_updates_are_accepted() {
     for path in files {
         let docs = documents(&path);
         let [old, new] = docs.as_slice() else {
-            panic!("{}: two documents, the stored object and the update", path.display());
+            panic!(
+                "{}: two documents, the stored object and the update",
+                path.display()
+            );
         };
         for (object, previous) in [(old, None), (new, Some(old))] {
             if let Some(Err(message)) = schemas.check(object, previous) {

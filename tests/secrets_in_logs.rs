@@ -70,7 +70,11 @@ async fn no_secret_appears_in_debug_logs_or_errors() {
         after: 0,
         count: Some(2),
         rate: None,
-        action: FaultAction::Error { status: 503, code: None, message: None },
+        action: FaultAction::Error {
+            status: 503,
+            code: None,
+            message: None,
+        },
     }]);
     let mut errors = Vec::new();
 
@@ -90,7 +94,12 @@ async fn no_secret_appears_in_debug_logs_or_errors() {
         .unwrap()
     };
     thingspace("demo-password").list_packages().await.unwrap();
-    errors.push(thingspace("wrong-password-9f2c").authenticate().await.unwrap_err());
+    errors.push(
+        thingspace("wrong-password-9f2c")
+            .authenticate()
+            .await
+            .unwrap_err(),
+    );
 
     let secret = Secret::new("ExampleSecretKey0000000000000000000000000");
     let obs = ObsClient::new(
@@ -139,14 +148,26 @@ async fn no_secret_appears_in_debug_logs_or_errors() {
             custom_info: None,
         },
     };
-    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(vec![1u8; 300 * 1024]));
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(vec![
+        1u8;
+        300 * 1024
+    ]));
     iotda
         .register_package(&spec, image.path(), &sha, 300 * 1024, "fw.bin")
         .await
         .unwrap();
     // A wrong checksum is refused by the simulated IoTDA: an error that quotes the request.
     if let Err(err) = iotda
-        .register_package(&PackageSpec { version: "V2".into(), ..spec.clone() }, image.path(), &"0".repeat(64), 300 * 1024, "fw.bin")
+        .register_package(
+            &PackageSpec {
+                version: "V2".into(),
+                ..spec.clone()
+            },
+            image.path(),
+            &"0".repeat(64),
+            300 * 1024,
+            "fw.bin",
+        )
         .await
     {
         errors.push(err);
@@ -167,16 +188,31 @@ async fn no_secret_appears_in_debug_logs_or_errors() {
         .unwrap()
     };
     iotaap("demo-password").authenticate().await.unwrap();
-    errors.push(iotaap("wrong-password-9f2c").authenticate().await.unwrap_err());
+    errors.push(
+        iotaap("wrong-password-9f2c")
+            .authenticate()
+            .await
+            .unwrap_err(),
+    );
 
     let mut text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     for err in &errors {
         text.push_str(&format!("{err}\n{err:?}\n"));
     }
-    assert!(text.contains("retrying vendor call"), "the run exercised retries:\n{text}");
-    assert!(text.lines().count() > 20, "debug logs were captured:\n{text}");
+    assert!(
+        text.contains("retrying vendor call"),
+        "the run exercised retries:\n{text}"
+    );
+    assert!(
+        text.lines().count() > 20,
+        "debug logs were captured:\n{text}"
+    );
     for secret in SECRETS {
         let hits: Vec<&str> = text.lines().filter(|line| line.contains(secret)).collect();
-        assert!(hits.is_empty(), "{secret:?} appears in:\n{}", hits.join("\n"));
+        assert!(
+            hits.is_empty(),
+            "{secret:?} appears in:\n{}",
+            hits.join("\n")
+        );
     }
 }

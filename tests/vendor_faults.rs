@@ -143,7 +143,9 @@ async fn a_throttling_storm_is_waited_out() {
         "GET",
         "/api/fota/v2/files/*",
         3,
-        FaultAction::Throttle { retry_after_secs: 0 },
+        FaultAction::Throttle {
+            retry_after_secs: 0,
+        },
     )]);
     let calls = Arc::new(Calls::default());
     thingspace(&sim, &calls).list_packages().await.unwrap();
@@ -154,13 +156,23 @@ async fn a_throttling_storm_is_waited_out() {
 async fn iotda_flow_control_and_a_5xx_burst_are_retried() {
     let sim = sim::start(SimConfig::default()).await.unwrap();
     sim.state.faults.add(vec![
-        rule(Vendor::Iotda, "POST", "/v5/iot/*/ota-upgrades/packages", 2, FaultAction::FlowControl),
+        rule(
+            Vendor::Iotda,
+            "POST",
+            "/v5/iot/*/ota-upgrades/packages",
+            2,
+            FaultAction::FlowControl,
+        ),
         rule(
             Vendor::Iotda,
             "GET",
             "/v5/iot/*/ota-upgrades/packages/*",
             3,
-            FaultAction::Error { status: 503, code: None, message: None },
+            FaultAction::Error {
+                status: 503,
+                code: None,
+                message: None,
+            },
         ),
     ]);
     let calls = Arc::new(Calls::default());
@@ -170,7 +182,11 @@ async fn iotda_flow_control_and_a_5xx_burst_are_retried() {
         .register_package(&iotda_package("V1.0"), file.path(), &sha256, 4096, "fw.bin")
         .await
         .unwrap();
-    assert_eq!(calls.count("create_ota_package"), 3, "two 403 IOTDA.021101, then 201");
+    assert_eq!(
+        calls.count("create_ota_package"),
+        3,
+        "two 403 IOTDA.021101, then 201"
+    );
     let shown = client.get_package(&registered.external_id).await.unwrap();
     assert_eq!(shown, Some(registered));
     assert_eq!(calls.count("show_ota_package"), 4, "three 503s, then 200");
@@ -184,7 +200,11 @@ async fn a_storm_longer_than_the_retries_fails_retryably_after_bounded_calls() {
         "GET",
         "/v5/iot/*/ota-upgrades/packages",
         100,
-        FaultAction::Error { status: 500, code: Some("IOTDA.000020".into()), message: None },
+        FaultAction::Error {
+            status: 500,
+            code: Some("IOTDA.000020".into()),
+            message: None,
+        },
     )]);
     let calls = Arc::new(Calls::default());
     let err = iotda(&sim, &calls, 16 << 20)
@@ -192,7 +212,11 @@ async fn a_storm_longer_than_the_retries_fails_retryably_after_bounded_calls() {
         .await
         .unwrap_err();
     assert!(err.is_retryable(), "{err}");
-    assert_eq!(calls.count("list_ota_packages"), 5, "max_attempts bounds the storm");
+    assert_eq!(
+        calls.count("list_ota_packages"),
+        5,
+        "max_attempts bounds the storm"
+    );
 }
 
 #[tokio::test]
@@ -203,14 +227,22 @@ async fn a_reset_during_a_multipart_part_resends_only_that_part() {
         "PUT",
         "/fw-bucket/*",
         1,
-        FaultAction::Reset { after_bytes: 50_000 },
+        FaultAction::Reset {
+            after_bytes: 50_000,
+        },
     )]);
     let calls = Arc::new(Calls::default());
     let client = iotda(&sim, &calls, 128 * 1024);
     // 512 KiB in 128 KiB parts: four parts, one of which is cut off once.
     let (file, sha256) = image(512 * 1024);
     let registered = client
-        .register_package(&iotda_package("V2.0"), file.path(), &sha256, 512 * 1024, "fw.bin")
+        .register_package(
+            &iotda_package("V2.0"),
+            file.path(),
+            &sha256,
+            512 * 1024,
+            "fw.bin",
+        )
         .await
         .unwrap();
     assert_eq!(calls.count("upload_part"), 5, "4 parts + 1 resend");
@@ -228,7 +260,9 @@ async fn a_reset_during_a_thingspace_upload_still_registers_one_file() {
         "POST",
         "/api/fota/v2/files/*",
         1,
-        FaultAction::Reset { after_bytes: 20_000 },
+        FaultAction::Reset {
+            after_bytes: 20_000,
+        },
     )]);
     let calls = Arc::new(Calls::default());
     let client = thingspace(&sim, &calls);
@@ -244,7 +278,14 @@ async fn a_reset_during_a_thingspace_upload_still_registers_one_file() {
             local_target_path: "/VZWFOTA/fw.bin".into(),
         },
     };
-    client.register_package(&spec, file.path(), 200 * 1024).await.unwrap();
-    assert_eq!(calls.count("upload_file"), 2, "the cut upload is sent again");
+    client
+        .register_package(&spec, file.path(), 200 * 1024)
+        .await
+        .unwrap();
+    assert_eq!(
+        calls.count("upload_file"),
+        2,
+        "the cut upload is sent again"
+    );
     assert_eq!(client.list_packages().await.unwrap().len(), 1);
 }

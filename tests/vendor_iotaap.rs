@@ -74,7 +74,10 @@ async fn deploys_reach_each_device_once_and_devices_take_the_version() {
     let unknown = client.deploy(&wave, "1.2.7", image.path()).await.unwrap();
     assert_eq!(unknown, ["5e1a5ecbe2ac3a3bdb45ffff"]);
     assert_eq!(calls.count("deploy"), 3);
-    assert_eq!(client.offered_version(DEVICES[0]).await.unwrap().as_deref(), Some("1.2.7"));
+    assert_eq!(
+        client.offered_version(DEVICES[0]).await.unwrap().as_deref(),
+        Some("1.2.7")
+    );
 
     // A restart deploys again: nothing is uploaded twice.
     client.deploy(&wave, "1.2.7", image.path()).await.unwrap();
@@ -91,7 +94,10 @@ async fn deploys_reach_each_device_once_and_devices_take_the_version() {
     }
     assert!(progress.is_finished(), "{progress:?}");
     assert_eq!(progress.tally.succeeded, 3, "{progress:?}");
-    assert_eq!(progress.tally.skipped, 1, "the unknown device is skipped: {progress:?}");
+    assert_eq!(
+        progress.tally.skipped, 1,
+        "the unknown device is skipped: {progress:?}"
+    );
 }
 
 #[tokio::test]
@@ -117,7 +123,10 @@ async fn a_rejected_login_is_an_authentication_error_without_the_password() {
         .unwrap_err();
     assert!(matches!(err, VendorError::Authentication { .. }), "{err}");
     assert!(!err.is_retryable());
-    assert!(err.to_string().contains("Login or password is wrong"), "{err}");
+    assert!(
+        err.to_string().contains("Login or password is wrong"),
+        "{err}"
+    );
     assert!(!format!("{err:?}").contains("wrong-password"));
     assert_eq!(calls.count("login"), 1, "a 401 is not retried");
 }

@@ -55,10 +55,12 @@ pub struct GoDuration(pub String);
 impl GoDuration {
     /// The duration as a [`std::time::Duration`], or why it cannot be read.
     pub fn to_std(&self) -> Result<std::time::Duration, String> {
-        let parsed: kube::core::Duration = self
-            .0
-            .parse()
-            .map_err(|err| format!("{:?} is not a duration like 90s, 10m or 1h30m: {err}", self.0))?;
+        let parsed: kube::core::Duration = self.0.parse().map_err(|err| {
+            format!(
+                "{:?} is not a duration like 90s, 10m or 1h30m: {err}",
+                self.0
+            )
+        })?;
         if parsed.is_negative() {
             return Err(format!("{:?} is negative", self.0));
         }

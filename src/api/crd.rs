@@ -7,7 +7,11 @@ use super::{FirmwarePackage, OtaProvider, UpgradeCampaign};
 
 /// The three CRDs, in the order they are written to `crds/`.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![OtaProvider::crd(), FirmwarePackage::crd(), UpgradeCampaign::crd()]
+    vec![
+        OtaProvider::crd(),
+        FirmwarePackage::crd(),
+        UpgradeCampaign::crd(),
+    ]
 }
 
 /// All CRDs as one multi-document YAML stream (what `otaplane crds` prints).

@@ -4,6 +4,10 @@
 //! [`FirmwarePackage`] (an artifact registered with that vendor) and [`UpgradeCampaign`]
 //! (a staged rollout of a package to devices). This module does no I/O.
 
+// kube's derive takes one `printcolumn(...)` per column; clippy reads the repeated
+// `type_ = "string"` inside them as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod campaign;
 pub mod common;
 pub mod crd;

@@ -32,11 +32,35 @@ const IOTDA_VERSION_PATTERN: &str = r"^[A-Za-z0-9_.-]+$";
     shortname = "fwpkg",
     category = "ota",
     doc = "FirmwarePackage is a firmware artifact registered with the vendor of an OtaProvider.",
-    printcolumn(name = "Provider", type_ = "string", json_path = ".spec.providerRef.name", description = "The OtaProvider the package is registered with"),
-    printcolumn(name = "Version", type_ = "string", json_path = ".spec.version", description = "Firmware version"),
-    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#, description = "Whether the vendor has the package"),
-    printcolumn(name = "External ID", type_ = "string", json_path = ".status.atProvider.externalId", description = "The vendor's identifier of the package"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Provider",
+        type_ = "string",
+        json_path = ".spec.providerRef.name",
+        description = "The OtaProvider the package is registered with"
+    ),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".spec.version",
+        description = "Firmware version"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#,
+        description = "Whether the vendor has the package"
+    ),
+    printcolumn(
+        name = "External ID",
+        type_ = "string",
+        json_path = ".status.atProvider.externalId",
+        description = "The vendor's identifier of the package"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(
     validation = kube::core::Rule::new("(has(self.thingspace) ? 1 : 0) + (has(self.iotda) ? 1 : 0) + (has(self.iotaap) ? 1 : 0) == 1")
@@ -67,7 +91,10 @@ pub struct FirmwarePackageSpec {
     /// The OtaProvider (vendor account) to register the package with.
     pub provider_ref: LocalObjectReference,
     /// Firmware version the package installs. IoTDA allows only letters, digits, `_`, `.` and `-`.
-    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"))]
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+    )]
     pub version: String,
     /// Where to fetch the firmware image, and how to check it.
     pub artifact: Artifact,

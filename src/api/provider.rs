@@ -32,9 +32,23 @@ const URL_PATTERN: &str = r"^https?://[^\s/?#]+(/[^\s?#]*)?$";
     shortname = "otaprov",
     category = "ota",
     doc = "OtaProvider is one account with an OTA vendor (Verizon ThingSpace, Huawei Cloud IoTDA or IoTaaP).",
-    printcolumn(name = "Vendor", type_ = "string", json_path = ".status.vendor", description = "The vendor of this account"),
-    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#, description = "Whether the credentials were accepted by the vendor"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Vendor",
+        type_ = "string",
+        json_path = ".status.vendor",
+        description = "The vendor of this account"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#,
+        description = "Whether the credentials were accepted by the vendor"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(
     validation = kube::core::Rule::new("(has(self.thingspace) ? 1 : 0) + (has(self.iotda) ? 1 : 0) + (has(self.iotaap) ? 1 : 0) == 1")
@@ -100,7 +114,10 @@ impl OtaProviderSpec {
 pub struct ThingSpaceProvider {
     /// Billing account name, exactly as ThingSpace shows it, leading zeros included
     /// (for example `0000123456-00001`).
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    )]
     pub account_name: String,
     /// Root of the ThingSpace API; the OAuth (`/ts/v1`), session (`/m2m/v1`) and FOTA
     /// (`/fota/v2`) paths are appended to it. Unset: `https://thingspace.verizon.com/api`.
@@ -116,7 +133,9 @@ pub struct ThingSpaceProvider {
 impl ThingSpaceProvider {
     /// The API root to use.
     pub fn base_url(&self) -> &str {
-        self.base_url.as_deref().unwrap_or(THINGSPACE_DEFAULT_BASE_URL)
+        self.base_url
+            .as_deref()
+            .unwrap_or(THINGSPACE_DEFAULT_BASE_URL)
     }
 }
 
@@ -136,7 +155,10 @@ pub struct IotdaProvider {
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
     pub instance_id: Option<String>,
     /// Region ID, for example `cn-north-4`; used for derived signing and as the OBS region default.
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z]+(-[a-z]+)+-[0-9]+$"))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[a-z]+(-[a-z]+)+-[0-9]+$")
+    )]
     pub region: String,
     /// Resource space (application) that packages go to when a FirmwarePackage names none.
     /// Required by IoTDA when the account has more than one resource space.
@@ -190,10 +212,16 @@ pub struct ObsBucket {
     pub endpoint: String,
     /// OBS region. Unset: the IoTDA region (IoTDA reads packages from a bucket in its own region).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z]+(-[a-z]+)+-[0-9]+$"))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[a-z]+(-[a-z]+)+-[0-9]+$")
+    )]
     pub region: Option<String>,
     /// Bucket name.
-    #[schemars(length(min = 3, max = 63), regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"))]
+    #[schemars(
+        length(min = 3, max = 63),
+        regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+    )]
     pub bucket: String,
     /// Prefix for object keys; the key is `{keyPrefix}{namespace}/{name}/{version}/{file}` so a retry
     /// overwrites rather than duplicates. Unset: no prefix.
@@ -238,12 +266,15 @@ impl IotaapProvider {
 
     /// The device-facing API root to use.
     pub fn device_url(&self) -> &str {
-        self.device_url.as_deref().unwrap_or(IOTAAP_DEFAULT_DEVICE_URL)
+        self.device_url
+            .as_deref()
+            .unwrap_or(IOTAAP_DEFAULT_DEVICE_URL)
     }
 
     /// How many deploys may run at once.
     pub fn deploy_concurrency(&self) -> i32 {
-        self.deploy_concurrency.unwrap_or(IOTAAP_DEFAULT_DEPLOY_CONCURRENCY)
+        self.deploy_concurrency
+            .unwrap_or(IOTAAP_DEFAULT_DEPLOY_CONCURRENCY)
     }
 }
 

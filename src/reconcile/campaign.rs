@@ -363,8 +363,11 @@ fn validate(input: &CampaignInput<'_>) -> Result<Plan, SpecError> {
             })
             .transpose()
     };
-    let soak = duration(strategy.and_then(|s| s.soak_time.as_ref()), "strategy.soakTime")?
-        .unwrap_or_default();
+    let soak = duration(
+        strategy.and_then(|s| s.soak_time.as_ref()),
+        "strategy.soakTime",
+    )?
+    .unwrap_or_default();
     let device_timeout = duration(
         strategy.and_then(|s| s.device_timeout.as_ref()),
         "strategy.deviceTimeout",
@@ -720,7 +723,10 @@ impl<'a> Decider<'a> {
         wave.counts.pending = 0;
         wave.counts.in_progress = 0;
         let (name, vendor_id) = (wave.name.clone(), wave.vendor_id.clone());
-        for device in observation.map(|o| o.unfinished_sample.as_slice()).unwrap_or_default() {
+        for device in observation
+            .map(|o| o.unfinished_sample.as_slice())
+            .unwrap_or_default()
+        {
             self.list_failure(position, device, reasons::TIMED_OUT);
         }
         self.actions.push(Action::CancelWave {
@@ -917,7 +923,11 @@ impl<'a> Decider<'a> {
                 requeue: Some(waiting),
             };
         }
-        if let Some(completed_at) = self.waves.last().and_then(|wave| wave.completed_at.as_ref()) {
+        if let Some(completed_at) = self
+            .waves
+            .last()
+            .and_then(|wave| wave.completed_at.as_ref())
+        {
             let soak_end = plus(completed_at.0, plan.soak);
             if now < soak_end {
                 self.deadlines.push(soak_end);
@@ -931,8 +941,8 @@ impl<'a> Decider<'a> {
                 };
             }
         }
-        self.start_wave(plan, next);
         self.resumed();
+        self.start_wave(plan, next);
         Outcome {
             phase: CampaignPhase::Running,
             reason: reasons::WAVE_RUNNING,
@@ -955,11 +965,15 @@ impl<'a> Decider<'a> {
             self.deadlines.push(plus(started_at.0, timeout));
         }
         let size = devices.len() as i64;
+        let version = match &self.input.package {
+            PackageReadiness::Ready { version, .. } => version.as_str(),
+            _ => "unknown",
+        };
         if self.last.waves.len() <= index {
             self.event(
                 EventType::Normal,
                 reasons::WAVE_STARTED,
-                format!("wave {index} started with {size} device(s) as {name}"),
+                format!("wave {index} started: {size} device(s) to version {version} as {name}"),
             );
         }
         self.waves.push(WaveStatus {
@@ -1068,10 +1082,7 @@ impl<'a> Decider<'a> {
         if self.last_phase() == Some(CampaignPhase::Paused) {
             return;
         }
-        if let Some(wave) = self
-            .waves
-            .last()
-            .filter(|wave| wave.completed_at.is_none())
+        if let Some(wave) = self.waves.last().filter(|wave| wave.completed_at.is_none())
             && let Some(vendor_id) = &wave.vendor_id
         {
             self.actions.push(Action::StopWave {
@@ -1195,10 +1206,12 @@ impl<'a> Decider<'a> {
             .started_at
             .clone()
             .or_else(|| self.waves.first().and_then(|wave| wave.started_at.clone()));
-        let completed_at = outcome
-            .phase
-            .is_terminal()
-            .then(|| self.last.completed_at.clone().unwrap_or_else(|| now.clone()));
+        let completed_at = outcome.phase.is_terminal().then(|| {
+            self.last
+                .completed_at
+                .clone()
+                .unwrap_or_else(|| now.clone())
+        });
         let requeue_after = if outcome.phase.is_terminal() {
             None
         } else {
@@ -1290,7 +1303,10 @@ fn until(now: Timestamp, deadline: Timestamp) -> Option<Duration> {
 }
 
 fn humanize(duration: Duration) -> String {
-    format!("{:#}", jiff::SignedDuration::try_from(duration).unwrap_or(jiff::SignedDuration::MAX))
+    format!(
+        "{:#}",
+        jiff::SignedDuration::try_from(duration).unwrap_or(jiff::SignedDuration::MAX)
+    )
 }
 
 #[cfg(test)]

@@ -158,7 +158,12 @@ mod tests {
     #[test]
     fn same_status_keeps_transition_time_but_updates_reason_and_generation() {
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, ready(ConditionStatus::False, "Pending"), Some(1), &at(100));
+        set_condition(
+            &mut conditions,
+            ready(ConditionStatus::False, "Pending"),
+            Some(1),
+            &at(100),
+        );
         assert!(set_condition(
             &mut conditions,
             ready(ConditionStatus::False, "Scheduled"),
@@ -173,8 +178,18 @@ mod tests {
     #[test]
     fn a_status_change_moves_the_transition_time() {
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, ready(ConditionStatus::False, "Running"), Some(1), &at(100));
-        set_condition(&mut conditions, ready(ConditionStatus::True, "Succeeded"), Some(1), &at(300));
+        set_condition(
+            &mut conditions,
+            ready(ConditionStatus::False, "Running"),
+            Some(1),
+            &at(100),
+        );
+        set_condition(
+            &mut conditions,
+            ready(ConditionStatus::True, "Succeeded"),
+            Some(1),
+            &at(300),
+        );
         assert_eq!(conditions[0].status, "True");
         assert_eq!(conditions[0].last_transition_time, at(300));
     }
@@ -182,7 +197,12 @@ mod tests {
     #[test]
     fn setting_the_same_condition_again_reports_no_change() {
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, ready(ConditionStatus::True, "Succeeded"), Some(3), &at(100));
+        set_condition(
+            &mut conditions,
+            ready(ConditionStatus::True, "Succeeded"),
+            Some(3),
+            &at(100),
+        );
         let before = conditions.clone();
         assert!(!set_condition(
             &mut conditions,
@@ -196,18 +216,36 @@ mod tests {
     #[test]
     fn conditions_keep_their_order_and_can_be_queried_and_removed() {
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, ready(ConditionStatus::False, "Pending"), None, &at(1));
         set_condition(
             &mut conditions,
-            DesiredCondition::new(STALLED, ConditionStatus::True, "VendorMismatch", "wrong vendor"),
+            ready(ConditionStatus::False, "Pending"),
             None,
             &at(1),
         );
-        set_condition(&mut conditions, ready(ConditionStatus::True, "Succeeded"), None, &at(2));
+        set_condition(
+            &mut conditions,
+            DesiredCondition::new(
+                STALLED,
+                ConditionStatus::True,
+                "VendorMismatch",
+                "wrong vendor",
+            ),
+            None,
+            &at(1),
+        );
+        set_condition(
+            &mut conditions,
+            ready(ConditionStatus::True, "Succeeded"),
+            None,
+            &at(2),
+        );
         let types: Vec<&str> = conditions.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, [READY, STALLED]);
         assert!(is_condition_true(&conditions, READY));
-        assert_eq!(condition_reason(&conditions, STALLED), Some("VendorMismatch"));
+        assert_eq!(
+            condition_reason(&conditions, STALLED),
+            Some("VendorMismatch")
+        );
         assert!(remove_condition(&mut conditions, STALLED));
         assert!(!remove_condition(&mut conditions, STALLED));
         assert!(!is_condition_true(&conditions, STALLED));

@@ -34,7 +34,7 @@ pub fn plan_waves(
         )));
     }
     let Some(waves) = waves else {
-        return Ok(vec![0..device_count]);
+        return Ok(std::iter::once(0..device_count).collect());
     };
     match (&waves.percentages, waves.size) {
         (Some(percentages), None) => plan_by_percentages(device_count, percentages),
@@ -231,9 +231,18 @@ mod tests {
             Err(SpecError::Waves(_))
         ));
         assert!(plan_waves(1000, Some(&size(10))).is_ok());
-        for bad in [&[10, 50][..], &[50, 10, 100], &[0, 100], &[10, 10, 100], &[]] {
+        for bad in [
+            &[10, 50][..],
+            &[50, 10, 100],
+            &[0, 100],
+            &[10, 10, 100],
+            &[],
+        ] {
             assert!(
-                matches!(plan_waves(10, Some(&percentages(bad))), Err(SpecError::Waves(_))),
+                matches!(
+                    plan_waves(10, Some(&percentages(bad))),
+                    Err(SpecError::Waves(_))
+                ),
                 "{bad:?} should be rejected"
             );
         }
@@ -245,7 +254,10 @@ mod tests {
             percentages: Some(vec![100]),
             size: Some(3),
         };
-        assert!(matches!(plan_waves(10, Some(&both)), Err(SpecError::Waves(_))));
+        assert!(matches!(
+            plan_waves(10, Some(&both)),
+            Err(SpecError::Waves(_))
+        ));
         assert!(matches!(
             plan_waves(10, Some(&Waves::default())),
             Err(SpecError::Waves(_))
@@ -281,7 +293,10 @@ mod tests {
             max_failures: Some(value),
             ..Strategy::default()
         };
-        assert_eq!(max_failures(Some(&with(IntOrString::Int(3))), 1000).unwrap(), 3);
+        assert_eq!(
+            max_failures(Some(&with(IntOrString::Int(3))), 1000).unwrap(),
+            3
+        );
         assert_eq!(
             max_failures(Some(&with(IntOrString::String("25%".into()))), 10).unwrap(),
             2

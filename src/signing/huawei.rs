@@ -21,8 +21,8 @@ use regex::Regex;
 use sha2::Sha256;
 
 use super::{
-    SigningError, check_skew, constant_time_eq, decode_query_pairs, encode_unreserved,
-    header_text, hmac_sha256, host_without_default_port, percent_decode, sha256_hex,
+    SigningError, check_skew, constant_time_eq, decode_query_pairs, encode_unreserved, header_text,
+    hmac_sha256, host_without_default_port, percent_decode, sha256_hex,
 };
 
 /// Algorithm name of the standard AK/SK signature.
@@ -233,8 +233,10 @@ pub fn signature_hex(key: &str, string_to_sign: &str) -> String {
 }
 
 static SHARED_ENDPOINT_HOST: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[a-z][a-z0-9-]+(\.[a-z]{2,}-[a-z]+-\d{1,2})?\.(my)?(huaweicloud|myhwclouds).(com|cn)")
-        .expect("valid regex")
+    Regex::new(
+        r"^[a-z][a-z0-9-]+(\.[a-z]{2,}-[a-z]+-\d{1,2})?\.(my)?(huaweicloud|myhwclouds).(com|cn)",
+    )
+    .expect("valid regex")
 });
 
 static REGION_IN_HOST: LazyLock<Regex> =
@@ -270,14 +272,18 @@ impl SignatureHeaders {
     /// The headers as name/value pairs ready to insert into a request.
     pub fn into_header_pairs(self) -> Result<Vec<(HeaderName, HeaderValue)>, SigningError> {
         let value = |name: &str, text: &str| {
-            HeaderValue::from_str(text).map_err(|_| SigningError::InvalidHeaderValue(name.to_string()))
+            HeaderValue::from_str(text)
+                .map_err(|_| SigningError::InvalidHeaderValue(name.to_string()))
         };
         let mut pairs = vec![(
             HeaderName::from_static(SDK_DATE_HEADER),
             value(SDK_DATE_HEADER, &self.sdk_date)?,
         )];
         if let Some(hash) = self.content_sha256 {
-            pairs.push((HeaderName::from_static(CONTENT_SHA256_HEADER), HeaderValue::from_static(hash)));
+            pairs.push((
+                HeaderName::from_static(CONTENT_SHA256_HEADER),
+                HeaderValue::from_static(hash),
+            ));
         }
         pairs.push((AUTHORIZATION, value("authorization", &self.authorization)?));
         Ok(pairs)
@@ -309,7 +315,11 @@ impl HuaweiSigner {
     }
 
     /// `V11-HMAC-SHA256` signer for `region` and derived service name (`iotdm` for IoTDA).
-    pub fn derived(credentials: HuaweiCredentials, region: impl Into<String>, service: impl Into<String>) -> Self {
+    pub fn derived(
+        credentials: HuaweiCredentials,
+        region: impl Into<String>,
+        service: impl Into<String>,
+    ) -> Self {
         Self {
             credentials,
             derived: Some(DerivedTarget {
@@ -357,7 +367,8 @@ impl HuaweiSigner {
     ) -> Result<SignatureHeaders, SigningError> {
         let host = match header_text(headers, HOST.as_str())? {
             Some(host) => host,
-            None => host_without_default_port(uri).ok_or_else(|| SigningError::MissingHeader("host".into()))?,
+            None => host_without_default_port(uri)
+                .ok_or_else(|| SigningError::MissingHeader("host".into()))?,
         };
         let sdk_date = match header_text(headers, SDK_DATE_HEADER)? {
             Some(date) => date,
@@ -371,7 +382,11 @@ impl HuaweiSigner {
         let mut signed: Vec<(String, String)> = Vec::new();
         for name in headers.keys() {
             let name = name.as_str();
-            if name.contains('_') || name == AUTHORIZATION.as_str() || name == HOST.as_str() || name == SDK_DATE_HEADER {
+            if name.contains('_')
+                || name == AUTHORIZATION.as_str()
+                || name == HOST.as_str()
+                || name == SDK_DATE_HEADER
+            {
                 continue;
             }
             if let Some(value) = header_text(headers, name)? {
@@ -385,15 +400,27 @@ impl HuaweiSigner {
             signed.push((CONTENT_SHA256_HEADER.to_string(), hash.to_string()));
         }
         signed.sort_by(|a, b| a.0.cmp(&b.0));
-        let names = signed.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>().join(";");
+        let names = signed
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>()
+            .join(";");
 
-        let canonical = canonical_request(method.as_str(), uri.path(), uri.query(), &signed, &payload.hash());
+        let canonical = canonical_request(
+            method.as_str(),
+            uri.path(),
+            uri.query(),
+            &signed,
+            &payload.hash(),
+        );
         let access_key = &self.credentials.access_key;
         let authorization = match &self.derived {
             None => {
                 let sts = standard_string_to_sign(&sdk_date, &canonical);
                 let signature = signature_hex(&self.credentials.secret_key, &sts);
-                format!("{STANDARD_ALGORITHM} Access={access_key}, SignedHeaders={names}, Signature={signature}")
+                format!(
+                    "{STANDARD_ALGORITHM} Access={access_key}, SignedHeaders={names}, Signature={signature}"
+                )
             }
             Some(target) => {
                 let info = derived_info(&sdk_date, &target.region, &target.service);
@@ -476,10 +503,13 @@ impl HuaweiAuthorization {
     /// Parses `SDK-HMAC-SHA256 Access=…, SignedHeaders=…, Signature=…` or
     /// `V11-HMAC-SHA256 Credential=AK/date/region/service, SignedHeaders=…, Signature=…`.
     pub fn parse(value: &str) -> Result<Self, SigningError> {
-        let (algorithm, rest) = value
-            .trim()
-            .split_once(' ')
-            .ok_or(SigningError::MalformedAuthorization("no algorithm separator"))?;
+        let (algorithm, rest) =
+            value
+                .trim()
+                .split_once(' ')
+                .ok_or(SigningError::MalformedAuthorization(
+                    "no algorithm separator",
+                ))?;
         let algorithm = match algorithm {
             STANDARD_ALGORITHM => HuaweiAlgorithm::Standard,
             DERIVED_ALGORITHM => HuaweiAlgorithm::Derived,
@@ -503,7 +533,9 @@ impl HuaweiAuthorization {
             }
         }
         let signed_headers: Vec<String> = signed_headers
-            .ok_or(SigningError::MalformedAuthorization("missing SignedHeaders"))?
+            .ok_or(SigningError::MalformedAuthorization(
+                "missing SignedHeaders",
+            ))?
             .split(';')
             .filter(|name| !name.is_empty())
             .map(str::to_ascii_lowercase)
@@ -522,12 +554,15 @@ impl HuaweiAuthorization {
                 None,
             ),
             HuaweiAlgorithm::Derived => {
-                let credential = credential.ok_or(SigningError::MalformedAuthorization("missing Credential"))?;
+                let credential =
+                    credential.ok_or(SigningError::MalformedAuthorization("missing Credential"))?;
                 let mut parts = credential.splitn(4, '/');
                 let (Some(ak), Some(date), Some(region), Some(service)) =
                     (parts.next(), parts.next(), parts.next(), parts.next())
                 else {
-                    return Err(SigningError::MalformedAuthorization("Credential is not AK/date/region/service"));
+                    return Err(SigningError::MalformedAuthorization(
+                        "Credential is not AK/date/region/service",
+                    ));
                 };
                 (
                     ak.to_string(),
@@ -575,7 +610,8 @@ impl HuaweiAuthorization {
 
         let mut signed = Vec::with_capacity(self.signed_headers.len());
         for name in &self.signed_headers {
-            let value = header_text(request.headers, name)?.ok_or_else(|| SigningError::MissingHeader(name.clone()))?;
+            let value = header_text(request.headers, name)?
+                .ok_or_else(|| SigningError::MissingHeader(name.clone()))?;
             signed.push((name.clone(), value));
         }
         let payload_hash = match header_text(request.headers, CONTENT_SHA256_HEADER)? {
@@ -593,7 +629,9 @@ impl HuaweiAuthorization {
             None => signature_hex(secret_key, &standard_string_to_sign(&sdk_date, &canonical)),
             Some(scope) => {
                 if sdk_date.get(..8) != Some(scope.date.as_str()) {
-                    return Err(SigningError::ScopeMismatch("credential date differs from X-Sdk-Date".into()));
+                    return Err(SigningError::ScopeMismatch(
+                        "credential date differs from X-Sdk-Date".into(),
+                    ));
                 }
                 let info = scope.info();
                 let key = derived_signing_key(&self.access_key, secret_key, &info);
@@ -624,9 +662,15 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("content-type", HeaderValue::from_static("application/json"));
         headers.insert("x-project-id", HeaderValue::from_static(PID));
-        headers.insert("user-agent", HeaderValue::from_static("huaweicloud-usdk-python/3.0"));
+        headers.insert(
+            "user-agent",
+            HeaderValue::from_static("huaweicloud-usdk-python/3.0"),
+        );
         for (name, value) in extra {
-            headers.insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+            headers.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
         }
         headers
     }
@@ -662,9 +706,11 @@ mod tests {
 
     #[test]
     fn golden_v1_standard_create_ota_package() {
-        let uri: Uri = format!("https://iotda.cn-north-4.myhuaweicloud.com/v5/iot/{PID}/ota-upgrades/packages")
-            .parse()
-            .unwrap();
+        let uri: Uri = format!(
+            "https://iotda.cn-north-4.myhuaweicloud.com/v5/iot/{PID}/ota-upgrades/packages"
+        )
+        .parse()
+        .unwrap();
         let headers = sdk_headers(&[("instance-id", "inst-0001")]);
         let expected_canonical = format!(
             "POST\n/v5/iot/{PID}/ota-upgrades/packages/\n\ncontent-type:application/json\nhost:iotda.cn-north-4.myhuaweicloud.com\ninstance-id:inst-0001\nuser-agent:huaweicloud-usdk-python/3.0\nx-project-id:{PID}\nx-sdk-date:20240102T030405Z\n\ncontent-type;host;instance-id;user-agent;x-project-id;x-sdk-date\na57504c59e44f7fc1e414affb319608286951ad40632961cbbf9ba9662f846ba"
@@ -696,20 +742,51 @@ mod tests {
         let signer = HuaweiSigner::standard(HuaweiCredentials::new(AK, SK));
         let now = at("2024-01-02T03:04:05Z");
         let signed = signer
-            .sign(&Method::POST, &uri, &headers, Payload::Bytes(V1_BODY.as_bytes()), now)
+            .sign(
+                &Method::POST,
+                &uri,
+                &headers,
+                Payload::Bytes(V1_BODY.as_bytes()),
+                now,
+            )
             .unwrap();
         assert_eq!(signed.sdk_date, "20240102T030405Z");
         assert_eq!(
             signed.authorization,
             "SDK-HMAC-SHA256 Access=HPUAEXAMPLEAK0000001, SignedHeaders=content-type;host;instance-id;user-agent;x-project-id;x-sdk-date, Signature=1fae6b5d01bbccaae7b7e5e14705b5271f66f870f133ce8b02f35b98c2aeb17f"
         );
-        verify_as_server(&Method::POST, &uri, headers.clone(), V1_BODY.as_bytes(), signed.clone(), SK, now).unwrap();
+        verify_as_server(
+            &Method::POST,
+            &uri,
+            headers.clone(),
+            V1_BODY.as_bytes(),
+            signed.clone(),
+            SK,
+            now,
+        )
+        .unwrap();
         assert_eq!(
-            verify_as_server(&Method::POST, &uri, headers.clone(), b"{}", signed.clone(), SK, now),
+            verify_as_server(
+                &Method::POST,
+                &uri,
+                headers.clone(),
+                b"{}",
+                signed.clone(),
+                SK,
+                now
+            ),
             Err(SigningError::SignatureMismatch)
         );
         assert_eq!(
-            verify_as_server(&Method::POST, &uri, headers, V1_BODY.as_bytes(), signed, "wrong-secret", now),
+            verify_as_server(
+                &Method::POST,
+                &uri,
+                headers,
+                V1_BODY.as_bytes(),
+                signed,
+                "wrong-secret",
+                now
+            ),
             Err(SigningError::SignatureMismatch)
         );
     }
@@ -739,9 +816,10 @@ mod tests {
 
     #[test]
     fn golden_v3_derived_stop_batch_task() {
-        let uri: Uri = format!("http://127.0.0.1:18080/v5/iot/{PID}/batchtasks/5f0e1d2c3b4a596877665544/stop")
-            .parse()
-            .unwrap();
+        let uri: Uri =
+            format!("http://127.0.0.1:18080/v5/iot/{PID}/batchtasks/5f0e1d2c3b4a596877665544/stop")
+                .parse()
+                .unwrap();
         let body = br#"{"targets": ["dev-1", "dev-2"]}"#;
         let info = derived_info("20240102T030405Z", "cn-north-4", IOTDA_DERIVED_SERVICE);
         assert_eq!(info, "20240102/cn-north-4/iotdm");
@@ -760,8 +838,11 @@ mod tests {
         .iter()
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect();
-        let canonical = canonical_request("POST", uri.path(), None, &signed_pairs, &sha256_hex(body));
-        assert!(canonical.ends_with("4d5eef812f38b140e82b3e9f2dba1baca8073c581bf37bc2da359fcbf742e09e"));
+        let canonical =
+            canonical_request("POST", uri.path(), None, &signed_pairs, &sha256_hex(body));
+        assert!(
+            canonical.ends_with("4d5eef812f38b140e82b3e9f2dba1baca8073c581bf37bc2da359fcbf742e09e")
+        );
         assert!(canonical.starts_with(&format!(
             "POST\n/v5/iot/{PID}/batchtasks/5f0e1d2c3b4a596877665544/stop/\n\n"
         )));
@@ -779,7 +860,9 @@ mod tests {
         .unwrap();
         assert_eq!(signer.algorithm(), HuaweiAlgorithm::Derived);
         let now = at("2024-01-02T03:04:05Z");
-        let signed = signer.sign(&Method::POST, &uri, &headers, Payload::Bytes(body), now).unwrap();
+        let signed = signer
+            .sign(&Method::POST, &uri, &headers, Payload::Bytes(body), now)
+            .unwrap();
         assert_eq!(
             signed.authorization,
             "V11-HMAC-SHA256 Credential=HPUAEXAMPLEAK0000001/20240102/cn-north-4/iotdm, SignedHeaders=content-type;host;user-agent;x-project-id;x-sdk-date, Signature=5773388063069001646e70097813551cef47301ca5f6b7e7d49afb8f89040ded"
@@ -823,11 +906,23 @@ mod tests {
         let sdk_date = "20060102T150405Z";
         let uri: Uri = target.parse().unwrap();
         let signed = vec![("x-sdk-date".to_string(), sdk_date.to_string())];
-        let canonical = canonical_request(method.as_str(), uri.path(), uri.query(), &signed, &sha256_hex(body));
-        assert_eq!(signature_hex("SecretKey", &standard_string_to_sign(sdk_date, &canonical)), standard);
+        let canonical = canonical_request(
+            method.as_str(),
+            uri.path(),
+            uri.query(),
+            &signed,
+            &sha256_hex(body),
+        );
+        assert_eq!(
+            signature_hex("SecretKey", &standard_string_to_sign(sdk_date, &canonical)),
+            standard
+        );
         let info = derived_info(sdk_date, "test-region-1", "demo");
         let key = derived_signing_key("AccessKey", "SecretKey", &info);
-        assert_eq!(signature_hex(&key, &derived_string_to_sign(sdk_date, &info, &canonical)), derived);
+        assert_eq!(
+            signature_hex(&key, &derived_string_to_sign(sdk_date, &info, &canonical)),
+            derived
+        );
 
         let now = at("2006-01-02T15:04:05Z");
         let mut headers = HeaderMap::new();
@@ -838,7 +933,9 @@ mod tests {
             headers: &headers,
             body,
         };
-        let std_header = format!("SDK-HMAC-SHA256 Access=AccessKey, SignedHeaders=x-sdk-date, Signature={standard}");
+        let std_header = format!(
+            "SDK-HMAC-SHA256 Access=AccessKey, SignedHeaders=x-sdk-date, Signature={standard}"
+        );
         HuaweiAuthorization::parse(&std_header)
             .unwrap()
             .verify(&request, "SecretKey", now, MAX_CLOCK_SKEW)
@@ -880,10 +977,20 @@ mod tests {
         let headers = sdk_headers(&[]);
         let signer = HuaweiSigner::standard(HuaweiCredentials::new(AK, SK));
         let signed_at = at("2024-01-02T03:04:05Z");
-        let signed = signer.sign(&Method::GET, &uri, &headers, Payload::Bytes(b""), signed_at).unwrap();
+        let signed = signer
+            .sign(&Method::GET, &uri, &headers, Payload::Bytes(b""), signed_at)
+            .unwrap();
         let late = signed_at + SignedDuration::from_mins(16);
         assert!(matches!(
-            verify_as_server(&Method::GET, &uri, headers.clone(), b"", signed.clone(), SK, late),
+            verify_as_server(
+                &Method::GET,
+                &uri,
+                headers.clone(),
+                b"",
+                signed.clone(),
+                SK,
+                late
+            ),
             Err(SigningError::ClockSkew { .. })
         ));
 
@@ -901,7 +1008,9 @@ mod tests {
         );
 
         let derived = HuaweiSigner::derived(HuaweiCredentials::new(AK, SK), "cn-north-4", "iotdm");
-        let signed = derived.sign(&Method::GET, &uri, &headers, Payload::Bytes(b""), signed_at).unwrap();
+        let signed = derived
+            .sign(&Method::GET, &uri, &headers, Payload::Bytes(b""), signed_at)
+            .unwrap();
         let forged = signed.authorization.replace("/20240102/", "/20240103/");
         let mut received = headers.clone();
         received.insert(HOST, HeaderValue::from_static("127.0.0.1:8080"));
@@ -913,23 +1022,42 @@ mod tests {
             body: b"",
         };
         assert!(matches!(
-            HuaweiAuthorization::parse(&forged).unwrap().verify(&request, SK, signed_at, MAX_CLOCK_SKEW),
+            HuaweiAuthorization::parse(&forged).unwrap().verify(
+                &request,
+                SK,
+                signed_at,
+                MAX_CLOCK_SKEW
+            ),
             Err(SigningError::ScopeMismatch(_))
         ));
     }
 
     #[test]
     fn unsigned_payload_ignores_body() {
-        let uri: Uri = "http://127.0.0.1:8080/v5/iot/p/batchtask-files".parse().unwrap();
+        let uri: Uri = "http://127.0.0.1:8080/v5/iot/p/batchtask-files"
+            .parse()
+            .unwrap();
         let mut headers = HeaderMap::new();
-        headers.insert("content-type", HeaderValue::from_static("multipart/form-data; boundary=x"));
+        headers.insert(
+            "content-type",
+            HeaderValue::from_static("multipart/form-data; boundary=x"),
+        );
         let now = at("2024-01-02T03:04:05Z");
         let signed = HuaweiSigner::standard(HuaweiCredentials::new(AK, SK))
             .sign(&Method::POST, &uri, &headers, Payload::Unsigned, now)
             .unwrap();
         assert_eq!(signed.content_sha256, Some(UNSIGNED_PAYLOAD));
         assert!(signed.authorization.contains("x-sdk-content-sha256"));
-        verify_as_server(&Method::POST, &uri, headers, b"any body at all", signed, SK, now).unwrap();
+        verify_as_server(
+            &Method::POST,
+            &uri,
+            headers,
+            b"any body at all",
+            signed,
+            SK,
+            now,
+        )
+        .unwrap();
     }
 
     #[test]
@@ -943,15 +1071,21 @@ mod tests {
             Err(SigningError::MalformedAuthorization(_))
         ));
         assert!(matches!(
-            HuaweiAuthorization::parse("V11-HMAC-SHA256 Credential=AK/20240102, SignedHeaders=host, Signature=00"),
+            HuaweiAuthorization::parse(
+                "V11-HMAC-SHA256 Credential=AK/20240102, SignedHeaders=host, Signature=00"
+            ),
             Err(SigningError::MalformedAuthorization(_))
         ));
     }
 
     #[test]
     fn host_predicate_matches_sdk_default() {
-        assert!(!sdk_default_uses_derived("iotda.cn-north-4.myhuaweicloud.com"));
-        assert!(sdk_default_uses_derived("abc123.st1.iotda-app.cn-north-4.myhuaweicloud.com"));
+        assert!(!sdk_default_uses_derived(
+            "iotda.cn-north-4.myhuaweicloud.com"
+        ));
+        assert!(sdk_default_uses_derived(
+            "abc123.st1.iotda-app.cn-north-4.myhuaweicloud.com"
+        ));
         assert!(sdk_default_uses_derived("127.0.0.1:18080"));
         assert_eq!(
             region_from_host("abc123.st1.iotda-app.cn-north-4.myhuaweicloud.com"),
@@ -966,7 +1100,8 @@ mod tests {
         .unwrap();
         assert_eq!(signer.algorithm(), HuaweiAlgorithm::Derived);
         assert_eq!(
-            HuaweiSigner::for_host(HuaweiCredentials::new(AK, SK), "localhost:1", None, "iotdm").unwrap_err(),
+            HuaweiSigner::for_host(HuaweiCredentials::new(AK, SK), "localhost:1", None, "iotdm")
+                .unwrap_err(),
             SigningError::MissingRegion
         );
     }
@@ -976,7 +1111,10 @@ mod tests {
         let credentials = HuaweiCredentials::new(AK, SK);
         let text = format!("{:?}", HuaweiSigner::standard(credentials));
         assert!(!text.contains(SK));
-        let parsed = HuaweiAuthorization::parse("SDK-HMAC-SHA256 Access=AK, SignedHeaders=host, Signature=abcdef").unwrap();
+        let parsed = HuaweiAuthorization::parse(
+            "SDK-HMAC-SHA256 Access=AK, SignedHeaders=host, Signature=abcdef",
+        )
+        .unwrap();
         assert!(!format!("{parsed:?}").contains("abcdef"));
     }
 }

@@ -122,7 +122,10 @@ pub(crate) fn decode_query_pairs(raw_query: Option<&str>) -> Vec<(String, String
 }
 
 /// All values of header `name` joined by `,`, each trimmed, as a string.
-pub(crate) fn header_text(headers: &http::HeaderMap, name: &str) -> Result<Option<String>, SigningError> {
+pub(crate) fn header_text(
+    headers: &http::HeaderMap,
+    name: &str,
+) -> Result<Option<String>, SigningError> {
     let mut values = headers.get_all(name).iter().peekable();
     if values.peek().is_none() {
         return Ok(None);
@@ -197,13 +200,25 @@ mod tests {
         let late = now + jiff::SignedDuration::from_mins(16);
         let err = check_skew(late, now, jiff::SignedDuration::from_mins(15)).unwrap_err();
         assert!(err.is_retryable());
-        assert!(check_skew(now + jiff::SignedDuration::from_mins(14), now, jiff::SignedDuration::from_mins(15)).is_ok());
+        assert!(
+            check_skew(
+                now + jiff::SignedDuration::from_mins(14),
+                now,
+                jiff::SignedDuration::from_mins(15)
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn host_drops_only_default_ports() {
-        let uri: http::Uri = "https://iotda.cn-north-4.myhuaweicloud.com:443/v5".parse().unwrap();
-        assert_eq!(host_without_default_port(&uri).unwrap(), "iotda.cn-north-4.myhuaweicloud.com");
+        let uri: http::Uri = "https://iotda.cn-north-4.myhuaweicloud.com:443/v5"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            host_without_default_port(&uri).unwrap(),
+            "iotda.cn-north-4.myhuaweicloud.com"
+        );
         let uri: http::Uri = "http://127.0.0.1:18080/v5".parse().unwrap();
         assert_eq!(host_without_default_port(&uri).unwrap(), "127.0.0.1:18080");
     }

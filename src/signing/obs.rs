@@ -182,7 +182,12 @@ fn query_items(raw_query: Option<&str>) -> Vec<(String, Option<String>)> {
 /// The V2/OBS canonical resource: `/{bucket}[/{key}]` (path-style) or `/{bucket}/{key}`
 /// (virtual-hosted), with the key as it appears on the wire, then the allow-listed
 /// sub-resources sorted by name (`?k=v&k2`, values decoded).
-pub fn v2_canonical_resource(flavor: V2Flavor, addressing: Addressing<'_>, raw_path: &str, raw_query: Option<&str>) -> String {
+pub fn v2_canonical_resource(
+    flavor: V2Flavor,
+    addressing: Addressing<'_>,
+    raw_path: &str,
+    raw_query: Option<&str>,
+) -> String {
     let mut resource = match addressing {
         Addressing::PathStyle => {
             let trimmed = raw_path.trim_start_matches('/');
@@ -193,7 +198,9 @@ pub fn v2_canonical_resource(flavor: V2Flavor, addressing: Addressing<'_>, raw_p
                 None => format!("/{trimmed}"),
             }
         }
-        Addressing::VirtualHosted { bucket } => format!("/{bucket}/{}", raw_path.trim_start_matches('/')),
+        Addressing::VirtualHosted { bucket } => {
+            format!("/{bucket}/{}", raw_path.trim_start_matches('/'))
+        }
     };
     let mut items: Vec<(String, Option<String>)> = query_items(raw_query)
         .into_iter()
@@ -219,10 +226,16 @@ pub fn v2_canonical_resource(flavor: V2Flavor, addressing: Addressing<'_>, raw_p
 }
 
 /// The V2/OBS string to sign for a request with `headers` and canonical `resource`.
-pub fn v2_string_to_sign(flavor: V2Flavor, method: &str, headers: &HeaderMap, resource: &str) -> Result<String, SigningError> {
+pub fn v2_string_to_sign(
+    flavor: V2Flavor,
+    method: &str,
+    headers: &HeaderMap,
+    resource: &str,
+) -> Result<String, SigningError> {
     let content_md5 = header_text(headers, "content-md5")?.unwrap_or_default();
     let content_type = header_text(headers, CONTENT_TYPE.as_str())?.unwrap_or_default();
-    let has_prefixed_date = headers.contains_key("x-amz-date") || headers.contains_key("x-obs-date");
+    let has_prefixed_date =
+        headers.contains_key("x-amz-date") || headers.contains_key("x-obs-date");
     let date = if has_prefixed_date {
         String::new()
     } else {
@@ -237,8 +250,13 @@ pub fn v2_string_to_sign(flavor: V2Flavor, method: &str, headers: &HeaderMap, re
         }
     }
     prefixed.sort();
-    let header_block: String = prefixed.iter().map(|(name, value)| format!("{name}:{value}\n")).collect();
-    Ok(format!("{method}\n{content_md5}\n{content_type}\n{date}\n{header_block}{resource}"))
+    let header_block: String = prefixed
+        .iter()
+        .map(|(name, value)| format!("{name}:{value}\n"))
+        .collect();
+    Ok(format!(
+        "{method}\n{content_md5}\n{content_type}\n{date}\n{header_block}{resource}"
+    ))
 }
 
 /// Base64 HMAC-SHA1 of `string_to_sign` under the secret key.
@@ -268,7 +286,12 @@ pub fn v4_canonical_uri(raw_path: &str) -> String {
 pub fn v4_canonical_query(raw_query: Option<&str>) -> String {
     let mut pairs: Vec<(String, String)> = query_items(raw_query)
         .into_iter()
-        .map(|(key, value)| (encode_unreserved(&key), encode_unreserved(&value.unwrap_or_default())))
+        .map(|(key, value)| {
+            (
+                encode_unreserved(&key),
+                encode_unreserved(&value.unwrap_or_default()),
+            )
+        })
         .collect();
     pairs.sort();
     pairs
@@ -291,8 +314,15 @@ pub fn v4_canonical_request(
         .map(|(name, value)| (name.to_ascii_lowercase(), value.trim()))
         .collect();
     headers.sort_by(|a, b| a.0.cmp(&b.0));
-    let header_block: String = headers.iter().map(|(name, value)| format!("{name}:{value}\n")).collect();
-    let names = headers.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>().join(";");
+    let header_block: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}:{value}\n"))
+        .collect();
+    let names = headers
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect::<Vec<_>>()
+        .join(";");
     format!(
         "{method}\n{}\n{}\n{header_block}\n{names}\n{payload_hash}",
         v4_canonical_uri(raw_path),
@@ -310,7 +340,10 @@ pub fn v4_signing_key(secret_key: &str, date: &str, region: &str, service: &str)
 
 /// SigV4 string to sign.
 pub fn v4_string_to_sign(amz_date: &str, scope: &str, canonical_request: &str) -> String {
-    format!("{V4_ALGORITHM}\n{amz_date}\n{scope}\n{}", sha256_hex(canonical_request.as_bytes()))
+    format!(
+        "{V4_ALGORITHM}\n{amz_date}\n{scope}\n{}",
+        sha256_hex(canonical_request.as_bytes())
+    )
 }
 
 /// Which scheme an [`ObsSigner`] uses.
@@ -337,7 +370,10 @@ pub struct ObsSigner {
 impl ObsSigner {
     /// A signer for `scheme`.
     pub fn new(credentials: HuaweiCredentials, scheme: ObsScheme) -> Self {
-        Self { credentials, scheme }
+        Self {
+            credentials,
+            scheme,
+        }
     }
 
     /// The scheme in use.
@@ -356,14 +392,21 @@ impl ObsSigner {
         addressing: Addressing<'_>,
         now: Timestamp,
     ) -> Result<Vec<(HeaderName, HeaderValue)>, SigningError> {
-        let header_value =
-            |name: &str, text: &str| HeaderValue::from_str(text).map_err(|_| SigningError::InvalidHeaderValue(name.to_string()));
+        let header_value = |name: &str, text: &str| {
+            HeaderValue::from_str(text)
+                .map_err(|_| SigningError::InvalidHeaderValue(name.to_string()))
+        };
         let mut added = Vec::new();
         match &self.scheme {
             ObsScheme::AwsV2 | ObsScheme::Obs => {
-                let flavor = if self.scheme == ObsScheme::Obs { V2Flavor::Obs } else { V2Flavor::Aws };
+                let flavor = if self.scheme == ObsScheme::Obs {
+                    V2Flavor::Obs
+                } else {
+                    V2Flavor::Aws
+                };
                 let mut working = headers.clone();
-                let has_time = working.contains_key(DATE) || working.contains_key(flavor.date_header());
+                let has_time =
+                    working.contains_key(DATE) || working.contains_key(flavor.date_header());
                 if !has_time {
                     let date = header_value("date", &format_http_date(now))?;
                     working.insert(DATE, date.clone());
@@ -372,13 +415,23 @@ impl ObsSigner {
                 let resource = v2_canonical_resource(flavor, addressing, uri.path(), uri.query());
                 let sts = v2_string_to_sign(flavor, method.as_str(), &working, &resource)?;
                 let signature = v2_signature(self.credentials.secret_key(), &sts);
-                let authorization = format!("{} {}:{signature}", flavor.auth_prefix(), self.credentials.access_key());
-                added.push((AUTHORIZATION, header_value("authorization", &authorization)?));
+                let authorization = format!(
+                    "{} {}:{signature}",
+                    flavor.auth_prefix(),
+                    self.credentials.access_key()
+                );
+                added.push((
+                    AUTHORIZATION,
+                    header_value("authorization", &authorization)?,
+                ));
             }
             ObsScheme::V4 { region } => {
                 let mut signed: Vec<(String, String)> = Vec::new();
                 for name in headers.keys() {
-                    if name == AUTHORIZATION || name == HOST || name.as_str() == V4_CONTENT_SHA256_HEADER {
+                    if name == AUTHORIZATION
+                        || name == HOST
+                        || name.as_str() == V4_CONTENT_SHA256_HEADER
+                    {
                         continue;
                     }
                     if let Some(value) = header_text(headers, name.as_str())? {
@@ -387,11 +440,18 @@ impl ObsSigner {
                 }
                 let host = match header_text(headers, HOST.as_str())? {
                     Some(host) => host,
-                    None => host_without_default_port(uri).ok_or_else(|| SigningError::MissingHeader("host".into()))?,
+                    None => host_without_default_port(uri)
+                        .ok_or_else(|| SigningError::MissingHeader("host".into()))?,
                 };
                 signed.push((HOST.as_str().to_string(), host));
-                signed.push((V4_CONTENT_SHA256_HEADER.to_string(), UNSIGNED_PAYLOAD.to_string()));
-                added.push((HeaderName::from_static(V4_CONTENT_SHA256_HEADER), HeaderValue::from_static(UNSIGNED_PAYLOAD)));
+                signed.push((
+                    V4_CONTENT_SHA256_HEADER.to_string(),
+                    UNSIGNED_PAYLOAD.to_string(),
+                ));
+                added.push((
+                    HeaderName::from_static(V4_CONTENT_SHA256_HEADER),
+                    HeaderValue::from_static(UNSIGNED_PAYLOAD),
+                ));
                 let time = if let Some(value) = header_text(headers, V4_DATE_HEADER)? {
                     parse_request_time(&value)?
                 } else if let Some(value) = header_text(headers, DATE.as_str())? {
@@ -399,15 +459,27 @@ impl ObsSigner {
                 } else {
                     let amz_date = now.strftime(V4_DATE_FORMAT).to_string();
                     signed.push((V4_DATE_HEADER.to_string(), amz_date.clone()));
-                    added.push((HeaderName::from_static(V4_DATE_HEADER), header_value(V4_DATE_HEADER, &amz_date)?));
+                    added.push((
+                        HeaderName::from_static(V4_DATE_HEADER),
+                        header_value(V4_DATE_HEADER, &amz_date)?,
+                    ));
                     now
                 };
                 let amz_date = time.strftime(V4_DATE_FORMAT).to_string();
                 let day = &amz_date[..8];
                 let scope = format!("{day}/{region}/s3/aws4_request");
-                let canonical = v4_canonical_request(method.as_str(), uri.path(), uri.query(), &signed, UNSIGNED_PAYLOAD);
+                let canonical = v4_canonical_request(
+                    method.as_str(),
+                    uri.path(),
+                    uri.query(),
+                    &signed,
+                    UNSIGNED_PAYLOAD,
+                );
                 let key = v4_signing_key(self.credentials.secret_key(), day, region, "s3");
-                let signature = hex::encode(hmac_sha256(&key, v4_string_to_sign(&amz_date, &scope, &canonical).as_bytes()));
+                let signature = hex::encode(hmac_sha256(
+                    &key,
+                    v4_string_to_sign(&amz_date, &scope, &canonical).as_bytes(),
+                ));
                 let mut names: Vec<&str> = signed.iter().map(|(name, _)| name.as_str()).collect();
                 names.sort_unstable();
                 let authorization = format!(
@@ -415,7 +487,10 @@ impl ObsSigner {
                     self.credentials.access_key(),
                     names.join(";")
                 );
-                added.push((AUTHORIZATION, header_value("authorization", &authorization)?));
+                added.push((
+                    AUTHORIZATION,
+                    header_value("authorization", &authorization)?,
+                ));
             }
         }
         Ok(added)
@@ -474,7 +549,9 @@ pub enum ObsAuthorization {
 impl fmt::Debug for ObsAuthorization {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ObsAuthorization::V2 { flavor, access_key, .. } => f
+            ObsAuthorization::V2 {
+                flavor, access_key, ..
+            } => f
                 .debug_struct("V2")
                 .field("flavor", flavor)
                 .field("access_key", access_key)
@@ -504,12 +581,20 @@ impl ObsAuthorization {
         let rest = rest.trim();
         match scheme {
             "AWS" | "OBS" => {
-                let flavor = if scheme == "AWS" { V2Flavor::Aws } else { V2Flavor::Obs };
-                let (access_key, signature) = rest
-                    .rsplit_once(':')
-                    .ok_or(SigningError::MalformedAuthorization("expected ak:signature"))?;
+                let flavor = if scheme == "AWS" {
+                    V2Flavor::Aws
+                } else {
+                    V2Flavor::Obs
+                };
+                let (access_key, signature) =
+                    rest.rsplit_once(':')
+                        .ok_or(SigningError::MalformedAuthorization(
+                            "expected ak:signature",
+                        ))?;
                 if access_key.is_empty() || signature.is_empty() {
-                    return Err(SigningError::MalformedAuthorization("empty access key or signature"));
+                    return Err(SigningError::MalformedAuthorization(
+                        "empty access key or signature",
+                    ));
                 }
                 Ok(ObsAuthorization::V2 {
                     flavor,
@@ -533,7 +618,8 @@ impl ObsAuthorization {
                         _ => return Err(SigningError::MalformedAuthorization("unknown field")),
                     }
                 }
-                let credential = credential.ok_or(SigningError::MalformedAuthorization("missing Credential"))?;
+                let credential =
+                    credential.ok_or(SigningError::MalformedAuthorization("missing Credential"))?;
                 let parts: Vec<&str> = credential.split('/').collect();
                 let [access_key, date, region, service, "aws4_request"] = parts.as_slice() else {
                     return Err(SigningError::MalformedAuthorization(
@@ -541,13 +627,17 @@ impl ObsAuthorization {
                     ));
                 };
                 let signed_headers: Vec<String> = signed_headers
-                    .ok_or(SigningError::MalformedAuthorization("missing SignedHeaders"))?
+                    .ok_or(SigningError::MalformedAuthorization(
+                        "missing SignedHeaders",
+                    ))?
                     .split(';')
                     .filter(|name| !name.is_empty())
                     .map(str::to_ascii_lowercase)
                     .collect();
                 if signed_headers.is_empty() || access_key.is_empty() {
-                    return Err(SigningError::MalformedAuthorization("empty SignedHeaders or access key"));
+                    return Err(SigningError::MalformedAuthorization(
+                        "empty SignedHeaders or access key",
+                    ));
                 }
                 Ok(ObsAuthorization::V4 {
                     access_key: access_key.to_string(),
@@ -569,7 +659,9 @@ impl ObsAuthorization {
     /// The access key id the client claims.
     pub fn access_key(&self) -> &str {
         match self {
-            ObsAuthorization::V2 { access_key, .. } | ObsAuthorization::V4 { access_key, .. } => access_key,
+            ObsAuthorization::V2 { access_key, .. } | ObsAuthorization::V4 { access_key, .. } => {
+                access_key
+            }
         }
     }
 
@@ -582,16 +674,27 @@ impl ObsAuthorization {
         max_skew: SignedDuration,
     ) -> Result<(), SigningError> {
         match self {
-            ObsAuthorization::V2 { flavor, signature, .. } => {
+            ObsAuthorization::V2 {
+                flavor, signature, ..
+            } => {
                 let time_text = header_text(request.headers, flavor.date_header())?
                     .or(header_text(request.headers, "x-amz-date")?)
                     .or(header_text(request.headers, "x-obs-date")?)
                     .or(header_text(request.headers, DATE.as_str())?)
                     .ok_or_else(|| SigningError::MissingHeader("Date".into()))?;
                 check_skew(parse_request_time(&time_text)?, now, max_skew)?;
-                let resource =
-                    v2_canonical_resource(*flavor, request.addressing, request.uri.path(), request.uri.query());
-                let sts = v2_string_to_sign(*flavor, request.method.as_str(), request.headers, &resource)?;
+                let resource = v2_canonical_resource(
+                    *flavor,
+                    request.addressing,
+                    request.uri.path(),
+                    request.uri.query(),
+                );
+                let sts = v2_string_to_sign(
+                    *flavor,
+                    request.method.as_str(),
+                    request.headers,
+                    &resource,
+                )?;
                 let expected = v2_signature(secret_key, &sts);
                 if constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
                     Ok(())
@@ -612,17 +715,22 @@ impl ObsAuthorization {
                 check_skew(time, now, max_skew)?;
                 let amz_date = time.strftime(V4_DATE_FORMAT).to_string();
                 if amz_date[..8] != scope.date {
-                    return Err(SigningError::ScopeMismatch("credential date differs from request time".into()));
+                    return Err(SigningError::ScopeMismatch(
+                        "credential date differs from request time".into(),
+                    ));
                 }
                 if scope.service != "s3" {
-                    return Err(SigningError::ScopeMismatch(format!("service {:?} is not s3", scope.service)));
+                    return Err(SigningError::ScopeMismatch(format!(
+                        "service {:?} is not s3",
+                        scope.service
+                    )));
                 }
                 let payload_hash = header_text(request.headers, V4_CONTENT_SHA256_HEADER)?
                     .ok_or_else(|| SigningError::MissingHeader(V4_CONTENT_SHA256_HEADER.into()))?;
                 let mut signed = Vec::with_capacity(signed_headers.len());
                 for name in signed_headers {
-                    let value =
-                        header_text(request.headers, name)?.ok_or_else(|| SigningError::MissingHeader(name.clone()))?;
+                    let value = header_text(request.headers, name)?
+                        .ok_or_else(|| SigningError::MissingHeader(name.clone()))?;
                     signed.push((name.clone(), value));
                 }
                 let canonical = v4_canonical_request(
@@ -632,9 +740,15 @@ impl ObsAuthorization {
                     &signed,
                     &payload_hash,
                 );
-                let scope_text = format!("{}/{}/{}/aws4_request", scope.date, scope.region, scope.service);
+                let scope_text = format!(
+                    "{}/{}/{}/aws4_request",
+                    scope.date, scope.region, scope.service
+                );
                 let key = v4_signing_key(secret_key, &scope.date, &scope.region, &scope.service);
-                let expected = hex::encode(hmac_sha256(&key, v4_string_to_sign(&amz_date, &scope_text, &canonical).as_bytes()));
+                let expected = hex::encode(hmac_sha256(
+                    &key,
+                    v4_string_to_sign(&amz_date, &scope_text, &canonical).as_bytes(),
+                ));
                 if constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
                     Ok(())
                 } else {
@@ -660,7 +774,10 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
-            map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
         }
         map
     }
@@ -674,19 +791,36 @@ mod tests {
         expected_sts: &str,
         expected_authorization: &str,
     ) {
-        let flavor = if scheme == ObsScheme::Obs { V2Flavor::Obs } else { V2Flavor::Aws };
+        let flavor = if scheme == ObsScheme::Obs {
+            V2Flavor::Obs
+        } else {
+            V2Flavor::Aws
+        };
         let uri: Uri = target.parse().unwrap();
         let mut map = headers(request_headers);
         map.insert(DATE, HeaderValue::from_static(D));
-        let resource = v2_canonical_resource(flavor, Addressing::PathStyle, uri.path(), uri.query());
-        assert_eq!(v2_string_to_sign(flavor, method.as_str(), &map, &resource).unwrap(), expected_sts);
+        let resource =
+            v2_canonical_resource(flavor, Addressing::PathStyle, uri.path(), uri.query());
+        assert_eq!(
+            v2_string_to_sign(flavor, method.as_str(), &map, &resource).unwrap(),
+            expected_sts
+        );
 
         let added = ObsSigner::new(HuaweiCredentials::new(AK, SK), scheme)
             .sign(&method, &uri, &map, Addressing::PathStyle, at())
             .unwrap();
-        assert_eq!(added, vec![(AUTHORIZATION, HeaderValue::from_str(expected_authorization).unwrap())]);
+        assert_eq!(
+            added,
+            vec![(
+                AUTHORIZATION,
+                HeaderValue::from_str(expected_authorization).unwrap()
+            )]
+        );
 
-        map.insert(AUTHORIZATION, HeaderValue::from_str(expected_authorization).unwrap());
+        map.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(expected_authorization).unwrap(),
+        );
         let request = ObsRequest {
             method: &method,
             uri: &uri,
@@ -696,7 +830,10 @@ mod tests {
         let parsed = ObsAuthorization::parse(expected_authorization).unwrap();
         assert_eq!(parsed.access_key(), AK);
         parsed.verify(&request, SK, at(), MAX_CLOCK_SKEW).unwrap();
-        assert_eq!(parsed.verify(&request, "other", at(), MAX_CLOCK_SKEW), Err(SigningError::SignatureMismatch));
+        assert_eq!(
+            parsed.verify(&request, "other", at(), MAX_CLOCK_SKEW),
+            Err(SigningError::SignatureMismatch)
+        );
         let later = at() + SignedDuration::from_mins(16);
         assert!(matches!(
             parsed.verify(&request, SK, later, MAX_CLOCK_SKEW),
@@ -710,8 +847,13 @@ mod tests {
             ObsScheme::AwsV2,
             Method::PUT,
             "http://127.0.0.1:9000/fw-bucket/fw/2.0.0.bin",
-            &[("content-type", "application/octet-stream"), ("x-amz-meta-fw-version", "2.0.0")],
-            &format!("PUT\n\napplication/octet-stream\n{D}\nx-amz-meta-fw-version:2.0.0\n/fw-bucket/fw/2.0.0.bin"),
+            &[
+                ("content-type", "application/octet-stream"),
+                ("x-amz-meta-fw-version", "2.0.0"),
+            ],
+            &format!(
+                "PUT\n\napplication/octet-stream\n{D}\nx-amz-meta-fw-version:2.0.0\n/fw-bucket/fw/2.0.0.bin"
+            ),
             "AWS HPUAEXAMPLEAK0000001:5rzXo3AXXjYeF1ltfqja6hsrzTw=",
         );
     }
@@ -746,8 +888,13 @@ mod tests {
             ObsScheme::Obs,
             Method::PUT,
             "http://127.0.0.1:9000/fw-bucket/fw/2.0.0.bin",
-            &[("content-type", "application/octet-stream"), ("x-obs-meta-fw-version", "2.0.0")],
-            &format!("PUT\n\napplication/octet-stream\n{D}\nx-obs-meta-fw-version:2.0.0\n/fw-bucket/fw/2.0.0.bin"),
+            &[
+                ("content-type", "application/octet-stream"),
+                ("x-obs-meta-fw-version", "2.0.0"),
+            ],
+            &format!(
+                "PUT\n\napplication/octet-stream\n{D}\nx-obs-meta-fw-version:2.0.0\n/fw-bucket/fw/2.0.0.bin"
+            ),
             "OBS HPUAEXAMPLEAK0000001:NbmdOxmrdcwUZQoYCfOUJLmAC/w=",
         );
     }
@@ -766,7 +913,9 @@ mod tests {
 
     #[test]
     fn golden_o6_v4_put_object() {
-        let uri: Uri = "http://127.0.0.1:9000/fw-bucket/fw/2.0.0.bin".parse().unwrap();
+        let uri: Uri = "http://127.0.0.1:9000/fw-bucket/fw/2.0.0.bin"
+            .parse()
+            .unwrap();
         let map = headers(&[
             ("content-length", "14"),
             ("content-type", "application/octet-stream"),
@@ -785,7 +934,9 @@ mod tests {
         .collect();
         assert_eq!(
             v4_canonical_request("PUT", uri.path(), uri.query(), &signed, UNSIGNED_PAYLOAD),
-            format!("PUT\n/fw-bucket/fw/2.0.0.bin\n\ncontent-length:14\ncontent-type:application/octet-stream\ndate:{D}\nhost:127.0.0.1:9000\nx-amz-content-sha256:UNSIGNED-PAYLOAD\n\ncontent-length;content-type;date;host;x-amz-content-sha256\nUNSIGNED-PAYLOAD")
+            format!(
+                "PUT\n/fw-bucket/fw/2.0.0.bin\n\ncontent-length:14\ncontent-type:application/octet-stream\ndate:{D}\nhost:127.0.0.1:9000\nx-amz-content-sha256:UNSIGNED-PAYLOAD\n\ncontent-length;content-type;date;host;x-amz-content-sha256\nUNSIGNED-PAYLOAD"
+            )
         );
 
         let signer = ObsSigner::new(
@@ -794,8 +945,16 @@ mod tests {
                 region: "cn-north-4".into(),
             },
         );
-        let added = signer.sign(&Method::PUT, &uri, &map, Addressing::PathStyle, at()).unwrap();
-        let authorization = added.iter().find(|(name, _)| name == AUTHORIZATION).unwrap().1.to_str().unwrap();
+        let added = signer
+            .sign(&Method::PUT, &uri, &map, Addressing::PathStyle, at())
+            .unwrap();
+        let authorization = added
+            .iter()
+            .find(|(name, _)| name == AUTHORIZATION)
+            .unwrap()
+            .1
+            .to_str()
+            .unwrap();
         assert_eq!(authorization, expected_authorization);
 
         let mut received = map.clone();
@@ -812,17 +971,23 @@ mod tests {
         };
         let parsed = ObsAuthorization::parse(expected_authorization).unwrap();
         parsed.verify(&request, SK, at(), MAX_CLOCK_SKEW).unwrap();
-        received.insert(HOST, HeaderValue::from_static("127.0.0.1:9001"));
+        let mut moved = received.clone();
+        moved.insert(HOST, HeaderValue::from_static("127.0.0.1:9001"));
         let request = ObsRequest {
-            headers: &received,
+            headers: &moved,
             ..request
         };
-        assert_eq!(parsed.verify(&request, SK, at(), MAX_CLOCK_SKEW), Err(SigningError::SignatureMismatch));
+        assert_eq!(
+            parsed.verify(&request, SK, at(), MAX_CLOCK_SKEW),
+            Err(SigningError::SignatureMismatch)
+        );
     }
 
     #[test]
     fn v4_signer_without_date_adds_amz_date_and_verifies() {
-        let uri: Uri = "http://127.0.0.1:9000/fw-bucket/fw/a%20b.bin?partNumber=1&uploadId=U1".parse().unwrap();
+        let uri: Uri = "http://127.0.0.1:9000/fw-bucket/fw/a%20b.bin?partNumber=1&uploadId=U1"
+            .parse()
+            .unwrap();
         let signer = ObsSigner::new(
             HuaweiCredentials::new(AK, SK),
             ObsScheme::V4 {
@@ -830,7 +995,16 @@ mod tests {
             },
         );
         let mut received = HeaderMap::new();
-        for (name, value) in signer.sign(&Method::PUT, &uri, &HeaderMap::new(), Addressing::PathStyle, at()).unwrap() {
+        for (name, value) in signer
+            .sign(
+                &Method::PUT,
+                &uri,
+                &HeaderMap::new(),
+                Addressing::PathStyle,
+                at(),
+            )
+            .unwrap()
+        {
             received.insert(name, value);
         }
         assert_eq!(received.get(V4_DATE_HEADER).unwrap(), "20240102T030405Z");
@@ -841,23 +1015,44 @@ mod tests {
             headers: &received,
             addressing: Addressing::PathStyle,
         };
-        let parsed = ObsAuthorization::parse(received.get(AUTHORIZATION).unwrap().to_str().unwrap()).unwrap();
+        let parsed =
+            ObsAuthorization::parse(received.get(AUTHORIZATION).unwrap().to_str().unwrap())
+                .unwrap();
         parsed.verify(&request, SK, at(), MAX_CLOCK_SKEW).unwrap();
     }
 
     #[test]
     fn virtual_hosted_resource_puts_bucket_first() {
         assert_eq!(
-            v2_canonical_resource(V2Flavor::Obs, Addressing::VirtualHosted { bucket: "fw-bucket" }, "/fw/2.0.0.bin", None),
+            v2_canonical_resource(
+                V2Flavor::Obs,
+                Addressing::VirtualHosted {
+                    bucket: "fw-bucket"
+                },
+                "/fw/2.0.0.bin",
+                None
+            ),
             "/fw-bucket/fw/2.0.0.bin"
         );
         assert_eq!(
-            v2_canonical_resource(V2Flavor::Aws, Addressing::PathStyle, "/fw-bucket", Some("prefix=a&acl")),
+            v2_canonical_resource(
+                V2Flavor::Aws,
+                Addressing::PathStyle,
+                "/fw-bucket",
+                Some("prefix=a&acl")
+            ),
             "/fw-bucket?acl"
         );
-        let uri: Uri = "http://fw-bucket.obs.cn-north-4.myhuaweicloud.com/fw/2.0.0.bin".parse().unwrap();
-        let map = headers(&[("content-type", "application/octet-stream"), ("x-obs-meta-fw-version", "2.0.0")]);
-        let addressing = Addressing::VirtualHosted { bucket: "fw-bucket" };
+        let uri: Uri = "http://fw-bucket.obs.cn-north-4.myhuaweicloud.com/fw/2.0.0.bin"
+            .parse()
+            .unwrap();
+        let map = headers(&[
+            ("content-type", "application/octet-stream"),
+            ("x-obs-meta-fw-version", "2.0.0"),
+        ]);
+        let addressing = Addressing::VirtualHosted {
+            bucket: "fw-bucket",
+        };
         let mut received = map.clone();
         for (name, value) in ObsSigner::new(HuaweiCredentials::new(AK, SK), ObsScheme::Obs)
             .sign(&Method::PUT, &uri, &map, addressing, at())
@@ -866,23 +1061,42 @@ mod tests {
             received.insert(name, value);
         }
         assert_eq!(received.get(DATE).unwrap(), D);
-        let auth = received.get(AUTHORIZATION).unwrap().to_str().unwrap().to_string();
-        assert_eq!(auth, "OBS HPUAEXAMPLEAK0000001:NbmdOxmrdcwUZQoYCfOUJLmAC/w=");
+        let auth = received
+            .get(AUTHORIZATION)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            auth,
+            "OBS HPUAEXAMPLEAK0000001:NbmdOxmrdcwUZQoYCfOUJLmAC/w="
+        );
         let request = ObsRequest {
             method: &Method::PUT,
             uri: &uri,
             headers: &received,
             addressing,
         };
-        ObsAuthorization::parse(&auth).unwrap().verify(&request, SK, at(), MAX_CLOCK_SKEW).unwrap();
+        ObsAuthorization::parse(&auth)
+            .unwrap()
+            .verify(&request, SK, at(), MAX_CLOCK_SKEW)
+            .unwrap();
     }
 
     #[test]
     fn parse_rejects_unknown_and_malformed() {
-        assert!(matches!(ObsAuthorization::parse("Bearer x"), Err(SigningError::UnsupportedAlgorithm(_))));
-        assert!(matches!(ObsAuthorization::parse("AWS nocolon"), Err(SigningError::MalformedAuthorization(_))));
         assert!(matches!(
-            ObsAuthorization::parse("AWS4-HMAC-SHA256 Credential=AK/20240102/r/s3,SignedHeaders=host,Signature=00"),
+            ObsAuthorization::parse("Bearer x"),
+            Err(SigningError::UnsupportedAlgorithm(_))
+        ));
+        assert!(matches!(
+            ObsAuthorization::parse("AWS nocolon"),
+            Err(SigningError::MalformedAuthorization(_))
+        ));
+        assert!(matches!(
+            ObsAuthorization::parse(
+                "AWS4-HMAC-SHA256 Credential=AK/20240102/r/s3,SignedHeaders=host,Signature=00"
+            ),
             Err(SigningError::MalformedAuthorization(_))
         ));
         let parsed = ObsAuthorization::parse("AWS AK:secret-looking-signature").unwrap();

@@ -49,14 +49,21 @@ pub fn routes() -> Router<SharedState> {
         .route("/_sim/devices", get(list_devices).post(upsert_devices))
         .route("/_sim/calls", get(calls))
         .route("/_sim/reset-counts", post(reset_counts))
-        .route("/_sim/faults", get(faults).post(change_faults).delete(clear_faults))
+        .route(
+            "/_sim/faults",
+            get(faults).post(change_faults).delete(clear_faults),
+        )
         .route("/_sim/clock", get(clock))
         .route("/_sim/clock/advance", post(advance_clock))
         .route("/_sim/expire-tokens", post(expire_tokens))
 }
 
 fn bad_request(message: impl Into<String>) -> Response {
-    (StatusCode::BAD_REQUEST, Json(json!({"error": message.into()}))).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": message.into()})),
+    )
+        .into_response()
 }
 
 async fn state(State(sim): State<SharedState>) -> Json<Value> {
@@ -82,7 +89,10 @@ struct DeviceFilter {
     account: Option<String>,
 }
 
-async fn list_devices(State(sim): State<SharedState>, Query(filter): Query<DeviceFilter>) -> Json<Value> {
+async fn list_devices(
+    State(sim): State<SharedState>,
+    Query(filter): Query<DeviceFilter>,
+) -> Json<Value> {
     let devices = sim
         .fleet
         .devices(filter.vendor, filter.account.as_deref(), sim.now());
@@ -118,7 +128,12 @@ struct VendorQuery {
 }
 
 async fn calls(State(sim): State<SharedState>, Query(query): Query<VendorQuery>) -> Response {
-    let vendor = match query.vendor.as_deref().map(str::parse::<Vendor>).transpose() {
+    let vendor = match query
+        .vendor
+        .as_deref()
+        .map(str::parse::<Vendor>)
+        .transpose()
+    {
         Ok(vendor) => vendor,
         Err(e) => return bad_request(e.to_string()),
     };
@@ -190,11 +205,11 @@ async fn advance_clock(
     Query(query): Query<AdvanceBody>,
     body: Option<Json<AdvanceBody>>,
 ) -> Response {
-    let seconds = query
-        .seconds
-        .or_else(|| body.and_then(|Json(b)| b.seconds));
+    let seconds = query.seconds.or_else(|| body.and_then(|Json(b)| b.seconds));
     let Some(seconds) = seconds.filter(|s| s.is_finite() && *s >= 0.0) else {
-        return bad_request("give a non-negative number of seconds as {\"seconds\":N} or ?seconds=N");
+        return bad_request(
+            "give a non-negative number of seconds as {\"seconds\":N} or ?seconds=N",
+        );
     };
     let Ok(by) = SignedDuration::try_from_secs_f64(seconds) else {
         return bad_request("seconds out of range");
@@ -202,7 +217,10 @@ async fn advance_clock(
     Json(json!({ "now": sim.clock.advance(by) })).into_response()
 }
 
-async fn expire_tokens(State(sim): State<SharedState>, Query(query): Query<VendorQuery>) -> Response {
+async fn expire_tokens(
+    State(sim): State<SharedState>,
+    Query(query): Query<VendorQuery>,
+) -> Response {
     let vendors = match query.vendor.as_deref() {
         None | Some("") | Some("all") => Vendor::ALL.to_vec(),
         Some(name) => match name.parse::<Vendor>() {

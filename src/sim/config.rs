@@ -77,10 +77,11 @@ impl Serialize for Secret {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimConfig {
-    /// Main listener address (port 0 picks a free port).
-    pub listen: SocketAddr,
-    /// OBS listener address.
-    pub obs_listen: SocketAddr,
+    /// Main listener address; `127.0.0.1:0` (a free port) when absent, `127.0.0.1:8080` for
+    /// `otaplane sim`.
+    pub listen: Option<SocketAddr>,
+    /// OBS listener address; `127.0.0.1:0` when absent, `127.0.0.1:9000` for `otaplane sim`.
+    pub obs_listen: Option<SocketAddr>,
     /// Virtual seconds per real second.
     pub time_scale: f64,
     /// Virtual time at start-up; the real time when absent.
@@ -105,16 +106,13 @@ pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = (1 << 30) + (1 << 20);
 impl Default for SimConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            obs_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listen: None,
+            obs_listen: None,
             time_scale: 1.0,
             start_time: None,
             seed: 42,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
-            fleet: FleetConfig {
-                devices: demo_iotaap_devices(),
-                ..FleetConfig::default()
-            },
+            fleet: FleetConfig::default(),
             faults: Vec::new(),
             thingspace: ThingSpaceConfig::default(),
             iotaap: IotaapConfig::default(),
@@ -299,12 +297,16 @@ impl Default for IotaapUser {
     }
 }
 
-/// The three devices of the demo IoTaaP user.
-fn demo_iotaap_devices() -> Vec<DeviceSpec> {
+/// The three devices of the demo IoTaaP user (the default `fleet.devices`).
+pub fn demo_iotaap_devices() -> Vec<DeviceSpec> {
     [
         ("5e1a5ecbe2ac3a3bdb45fc01", "HlQeS1oKcVYx", "warp-machine"),
         ("5e1a5ecbe2ac3a3bdb45fc02", "FSouSAJRiJ3v", "flux-capacitor"),
-        ("5e1a5ecbe2ac3a3bdb45fc03", "Qm7TzXw2LpNa", "sonic-screwdriver"),
+        (
+            "5e1a5ecbe2ac3a3bdb45fc03",
+            "Qm7TzXw2LpNa",
+            "sonic-screwdriver",
+        ),
     ]
     .into_iter()
     .map(|(id, token, name)| DeviceSpec {
@@ -377,7 +379,20 @@ thingspace:
         assert_eq!(config.faults.len(), 2);
         assert_eq!(config.thingspace.file_list_shape, FileListShape::Bare);
         let debug = format!("{config:?}");
-        assert!(!debug.contains("s3cret") && !debug.contains("p4ss"), "{debug}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("p4ss"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn the_sample_configuration_parses() {
+        let config = SimConfig::from_yaml(include_str!("../../examples/sim/sim.yaml")).unwrap();
+        assert_eq!(config.time_scale, 60.0);
+        assert_eq!(config.fleet.rules.len(), 4);
+        assert_eq!(config.fleet.devices.len(), 3);
+        assert_eq!(config.faults.len(), 2);
+        assert_eq!(config.iotaap.users[0].email, "demo@iotaap.local");
     }
 
     #[test]

@@ -50,7 +50,12 @@ impl VendorError {
 
 impl IntoResponse for VendorError {
     fn into_response(self) -> Response {
-        vendor_error(self.vendor, self.status, self.code.as_deref(), &self.message)
+        vendor_error(
+            self.vendor,
+            self.status,
+            self.code.as_deref(),
+            &self.message,
+        )
     }
 }
 
@@ -89,11 +94,17 @@ pub fn default_code(vendor: Vendor, status: StatusCode) -> &'static str {
 }
 
 /// Builds an error response in `vendor`'s shape (see the module docs).
-pub fn vendor_error(vendor: Vendor, status: StatusCode, code: Option<&str>, message: &str) -> Response {
+pub fn vendor_error(
+    vendor: Vendor,
+    status: StatusCode,
+    code: Option<&str>,
+    message: &str,
+) -> Response {
     let code = code.unwrap_or_else(|| default_code(vendor, status));
     match vendor {
         Vendor::ThingSpace => {
-            let gateway = matches!(status.as_u16(), 401 | 403 | 429) || code.starts_with("9008")
+            let gateway = matches!(status.as_u16(), 401 | 403 | 429)
+                || code.starts_with("9008")
                 || code.starts_with("9009");
             let body = if gateway {
                 let numeric: serde_json::Value = code
@@ -124,7 +135,10 @@ pub fn vendor_error(vendor: Vendor, status: StatusCode, code: Option<&str>, mess
             );
             let mut response = (status, xml).into_response();
             let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/xml"),
+            );
             if let Ok(value) = HeaderValue::from_str(&request_id) {
                 headers.insert("x-obs-request-id", value.clone());
                 headers.insert("x-amz-request-id", value);
@@ -133,7 +147,12 @@ pub fn vendor_error(vendor: Vendor, status: StatusCode, code: Option<&str>, mess
         }
         Vendor::Iotaap => {
             if status == StatusCode::UNAUTHORIZED {
-                (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "Unauthorized").into_response()
+                (
+                    status,
+                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                    "Unauthorized",
+                )
+                    .into_response()
             } else {
                 (status, axum::Json(json!({"message": message}))).into_response()
             }
@@ -168,8 +187,14 @@ pub fn express_not_found(method: &str, path: &str) -> Response {
         StatusCode::NOT_FOUND,
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::HeaderName::from_static("content-security-policy"), "default-src 'none'"),
-            (header::HeaderName::from_static("x-content-type-options"), "nosniff"),
+            (
+                header::HeaderName::from_static("content-security-policy"),
+                "default-src 'none'",
+            ),
+            (
+                header::HeaderName::from_static("x-content-type-options"),
+                "nosniff",
+            ),
         ],
         page,
     )

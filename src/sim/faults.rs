@@ -26,7 +26,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures::StreamExt;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
@@ -187,7 +187,10 @@ impl FaultInjector {
         for entry in active.iter_mut() {
             let rule = &entry.rule;
             if rule.vendor.is_some_and(|v| v != vendor)
-                || rule.method.as_deref().is_some_and(|m| !m.eq_ignore_ascii_case(method))
+                || rule
+                    .method
+                    .as_deref()
+                    .is_some_and(|m| !m.eq_ignore_ascii_case(method))
                 || rule.path.as_deref().is_some_and(|p| !glob_match(p, path))
             {
                 continue;
@@ -286,7 +289,10 @@ impl CallCounter {
 
     /// Forgets every count.
     pub fn reset(&self) {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 
@@ -368,13 +374,15 @@ pub async fn inject_faults(
     let Some(vendor) = vendor_for(listener, &path) else {
         return next.run(request).await;
     };
-    let decision = state.faults.decide(vendor, request.method().as_str(), &path);
+    let decision = state
+        .faults
+        .decide(vendor, request.method().as_str(), &path);
     if !decision.delay.is_zero() {
         tokio::time::sleep(decision.delay).await;
     }
     let mut response = match decision.action {
         None => next.run(request).await,
-        Some(action) => fault_response(vendor, action, request).await,
+        Some(action) => fault_response(vendor, action, request, next).await,
     };
     if let Some(template) = template {
         response.extensions_mut().insert(RouteTemplate(template));
@@ -382,9 +390,14 @@ pub async fn inject_faults(
     response
 }
 
-async fn fault_response(vendor: Vendor, action: FaultAction, request: Request) -> Response {
+async fn fault_response(
+    vendor: Vendor,
+    action: FaultAction,
+    request: Request,
+    next: Next,
+) -> Response {
     match action {
-        FaultAction::Latency { .. } => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        FaultAction::Latency { .. } => next.run(request).await,
         FaultAction::Error {
             status,
             code,
@@ -497,12 +510,34 @@ mod tests {
         );
         let path = "/api/fota/v2/files/acc";
         assert_eq!(injector.decide(Vendor::Iotda, "POST", path).action, None);
-        assert_eq!(injector.decide(Vendor::ThingSpace, "GET", path).action, None);
-        assert_eq!(injector.decide(Vendor::ThingSpace, "POST", "/api/other").action, None);
-        assert_eq!(injector.decide(Vendor::ThingSpace, "POST", path).action, None, "after: 1");
-        assert_eq!(injector.decide(Vendor::ThingSpace, "POST", path).action, Some(error.clone()));
-        assert_eq!(injector.decide(Vendor::ThingSpace, "POST", path).action, Some(error));
-        assert_eq!(injector.decide(Vendor::ThingSpace, "POST", path).action, None, "count: 2");
+        assert_eq!(
+            injector.decide(Vendor::ThingSpace, "GET", path).action,
+            None
+        );
+        assert_eq!(
+            injector
+                .decide(Vendor::ThingSpace, "POST", "/api/other")
+                .action,
+            None
+        );
+        assert_eq!(
+            injector.decide(Vendor::ThingSpace, "POST", path).action,
+            None,
+            "after: 1"
+        );
+        assert_eq!(
+            injector.decide(Vendor::ThingSpace, "POST", path).action,
+            Some(error.clone())
+        );
+        assert_eq!(
+            injector.decide(Vendor::ThingSpace, "POST", path).action,
+            Some(error)
+        );
+        assert_eq!(
+            injector.decide(Vendor::ThingSpace, "POST", path).action,
+            None,
+            "count: 2"
+        );
         assert!(injector.snapshot().is_empty(), "spent rules are dropped");
     }
 
@@ -523,12 +558,19 @@ mod tests {
             let injector = FaultInjector::new(
                 vec![FaultRule {
                     rate: Some(0.3),
-                    ..rule(FaultAction::Throttle { retry_after_secs: 1 })
+                    ..rule(FaultAction::Throttle {
+                        retry_after_secs: 1,
+                    })
                 }],
                 seed,
             );
             (0..1000)
-                .map(|_| injector.decide(Vendor::ThingSpace, "POST", "/api/fota/v2/files/a").action.is_some())
+                .map(|_| {
+                    injector
+                        .decide(Vendor::ThingSpace, "POST", "/api/fota/v2/files/a")
+                        .action
+                        .is_some()
+                })
                 .collect::<Vec<_>>()
         };
         let first = fired(9);
@@ -539,10 +581,22 @@ mod tests {
 
     #[test]
     fn vendor_is_chosen_by_path_prefix() {
-        assert_eq!(vendor_for(Listener::Main, "/api/ts/v1/oauth2/token"), Some(Vendor::ThingSpace));
-        assert_eq!(vendor_for(Listener::Main, "/v5/iot/p/batchtasks"), Some(Vendor::Iotda));
-        assert_eq!(vendor_for(Listener::Main, "/v3/auth/tokens"), Some(Vendor::Iotda));
-        assert_eq!(vendor_for(Listener::Main, "/v1/devices"), Some(Vendor::Iotaap));
+        assert_eq!(
+            vendor_for(Listener::Main, "/api/ts/v1/oauth2/token"),
+            Some(Vendor::ThingSpace)
+        );
+        assert_eq!(
+            vendor_for(Listener::Main, "/v5/iot/p/batchtasks"),
+            Some(Vendor::Iotda)
+        );
+        assert_eq!(
+            vendor_for(Listener::Main, "/v3/auth/tokens"),
+            Some(Vendor::Iotda)
+        );
+        assert_eq!(
+            vendor_for(Listener::Main, "/v1/devices"),
+            Some(Vendor::Iotaap)
+        );
         assert_eq!(vendor_for(Listener::Main, "/_sim/state"), None);
         assert_eq!(vendor_for(Listener::Obs, "/_sim/state"), Some(Vendor::Obs));
     }

@@ -171,7 +171,7 @@ pub struct FleetConfig {
     pub default_behaviour: Behaviour,
     /// Behaviour rules, first match wins.
     pub rules: Vec<BehaviourRule>,
-    /// Devices that exist from the start.
+    /// Devices that exist from the start (default: the demo IoTaaP user's three devices).
     pub devices: Vec<DeviceSpec>,
     /// Phase durations.
     pub timing: UpgradeTiming,
@@ -183,7 +183,7 @@ impl Default for FleetConfig {
             default_version: "1.0.0".to_owned(),
             default_behaviour: Behaviour::Succeeds,
             rules: Vec::new(),
-            devices: Vec::new(),
+            devices: super::config::demo_iotaap_devices(),
             timing: UpgradeTiming::default(),
         }
     }
@@ -253,7 +253,9 @@ pub enum PlannedOutcome {
         reason: Option<String>,
     },
     Offline,
-    Reject { reason: Option<String> },
+    Reject {
+        reason: Option<String>,
+    },
 }
 
 /// Everything known about one upgrade.
@@ -301,9 +303,11 @@ impl UpgradeInfo {
             },
             PlannedOutcome::Offline => DeviceProgress::Offline,
             PlannedOutcome::Succeed | PlannedOutcome::Fail { .. } => {
-                let (Some(download), Some(install), Some(finish)) =
-                    (self.download_starts_at, self.install_starts_at, self.finishes_at)
-                else {
+                let (Some(download), Some(install), Some(finish)) = (
+                    self.download_starts_at,
+                    self.install_starts_at,
+                    self.finishes_at,
+                ) else {
                     return DeviceProgress::Queued;
                 };
                 if at < download {
@@ -443,7 +447,9 @@ impl Fleet {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FleetInner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The device, created with the default version and a rule-chosen behaviour if it does
@@ -481,7 +487,10 @@ impl Fleet {
         } else {
             Vec::new()
         };
-        let record = inner.devices.get_mut(&key).expect("device was just ensured");
+        let record = inner
+            .devices
+            .get_mut(&key)
+            .expect("device was just ensured");
         if let Some(version) = spec.version {
             record.base_version = version;
             record.upgrades.retain(|id| !finished.contains(id));
@@ -507,7 +516,12 @@ impl Fleet {
     }
 
     /// All devices, optionally of one vendor and account, in key order.
-    pub fn devices(&self, vendor: Option<Vendor>, account: Option<&str>, at: Timestamp) -> Vec<DeviceView> {
+    pub fn devices(
+        &self,
+        vendor: Option<Vendor>,
+        account: Option<&str>,
+        at: Timestamp,
+    ) -> Vec<DeviceView> {
         let inner = self.lock();
         inner
             .devices
@@ -560,13 +574,19 @@ impl Fleet {
                 let timing = &self.config.timing;
                 let jitter = timing.jitter.clamp(0.0, 0.99);
                 let draw = |salt: &str| {
-                    let u = unit_hash(self.seed, &[salt, &request.key.to_string(), &id.0.to_string()]);
+                    let u = unit_hash(
+                        self.seed,
+                        &[salt, &request.key.to_string(), &id.0.to_string()],
+                    );
                     (1.0 - jitter + 2.0 * jitter * u) * slowness
                 };
                 let queue = secs(timing.queue_secs * draw("queue"));
                 let download = secs(timing.download_secs * draw("download"));
                 let install = secs(timing.install_secs * draw("install"));
-                let d = request.starts_at.saturating_add(queue).unwrap_or(Timestamp::MAX);
+                let d = request
+                    .starts_at
+                    .saturating_add(queue)
+                    .unwrap_or(Timestamp::MAX);
                 let i = d.saturating_add(download).unwrap_or(Timestamp::MAX);
                 let f = i.saturating_add(install).unwrap_or(Timestamp::MAX);
                 (Some(d), Some(i), Some(f))
@@ -601,7 +621,9 @@ impl Fleet {
     /// Several upgrades at once (one lock), in the order asked; unknown ids are skipped.
     pub fn upgrades(&self, ids: &[UpgradeId]) -> Vec<UpgradeInfo> {
         let inner = self.lock();
-        ids.iter().filter_map(|id| inner.upgrades.get(id).cloned()).collect()
+        ids.iter()
+            .filter_map(|id| inner.upgrades.get(id).cloned())
+            .collect()
     }
 
     /// The upgrade's state at `at` ([`DeviceProgress::Cancelled`] for an unknown id).
@@ -665,7 +687,11 @@ impl Fleet {
             if rule.account.as_deref().is_some_and(|a| a != key.account) {
                 continue;
             }
-            if rule.device.as_deref().is_some_and(|p| !glob_match(p, &key.device_id)) {
+            if rule
+                .device
+                .as_deref()
+                .is_some_and(|p| !glob_match(p, &key.device_id))
+            {
                 continue;
             }
             if let Some(p) = rule.probability {
@@ -692,9 +718,16 @@ fn current_version(inner: &FleetInner, key: &DeviceKey, at: Timestamp) -> String
         .upgrades
         .iter()
         .filter_map(|id| inner.upgrades.get(id))
-        .filter_map(|u| u.version_changes_at().filter(|t| *t <= at).map(|t| (t, u.id, u)))
+        .filter_map(|u| {
+            u.version_changes_at()
+                .filter(|t| *t <= at)
+                .map(|t| (t, u.id, u))
+        })
         .max_by_key(|(t, id, _)| (*t, *id))
-        .map_or_else(|| record.base_version.clone(), |(_, _, u)| u.target_version.clone())
+        .map_or_else(
+            || record.base_version.clone(),
+            |(_, _, u)| u.target_version.clone(),
+        )
 }
 
 fn view(inner: &FleetInner, key: &DeviceKey, at: Timestamp) -> Option<DeviceView> {
@@ -703,12 +736,20 @@ fn view(inner: &FleetInner, key: &DeviceKey, at: Timestamp) -> Option<DeviceView
         .upgrades
         .iter()
         .filter_map(|id| inner.upgrades.get(id))
-        .filter(|u| !matches!(u.planned, PlannedOutcome::Offline | PlannedOutcome::Reject { .. }))
+        .filter(|u| {
+            !matches!(
+                u.planned,
+                PlannedOutcome::Offline | PlannedOutcome::Reject { .. }
+            )
+        })
         .filter_map(|u| {
             let settled = u.settles_at()?;
             let progress = u.progress_at(settled);
-            matches!(progress, DeviceProgress::Succeeded { .. } | DeviceProgress::Failed { .. })
-                .then_some(settled)
+            matches!(
+                progress,
+                DeviceProgress::Succeeded { .. } | DeviceProgress::Failed { .. }
+            )
+            .then_some(settled)
         })
         .filter(|t| *t <= at)
         .max();
@@ -831,12 +872,17 @@ mod tests {
         let fleet = fleet(vec![]);
         let id = start(&fleet, "d1", "2.0.0");
         assert_eq!(fleet.progress(id, at(5)), DeviceProgress::Queued);
-        assert_eq!(fleet.progress(id, at(15)), DeviceProgress::Downloading { percent: 50 });
+        assert_eq!(
+            fleet.progress(id, at(15)),
+            DeviceProgress::Downloading { percent: 50 }
+        );
         assert_eq!(fleet.progress(id, at(25)), DeviceProgress::Installing);
         assert_eq!(fleet.version_at(&key("d1"), at(25)), "1.0.0");
         assert_eq!(
             fleet.progress(id, at(30)),
-            DeviceProgress::Succeeded { already_current: false }
+            DeviceProgress::Succeeded {
+                already_current: false
+            }
         );
         assert_eq!(fleet.version_at(&key("d1"), at(30)), "2.0.0");
         let again = start(&fleet, "d1", "2.0.0");
@@ -853,7 +899,9 @@ mod tests {
         });
         assert_eq!(
             fleet.progress(later, at(40)),
-            DeviceProgress::Succeeded { already_current: true }
+            DeviceProgress::Succeeded {
+                already_current: true
+            }
         );
     }
 
@@ -865,7 +913,10 @@ mod tests {
                 account: None,
                 device: Some("bad-*".into()),
                 probability: None,
-                behaviour: Behaviour::Fails { code: Some("7".into()), reason: None },
+                behaviour: Behaviour::Fails {
+                    code: Some("7".into()),
+                    reason: None,
+                },
             },
             BehaviourRule {
                 vendor: Some(Vendor::ThingSpace),
@@ -878,7 +929,10 @@ mod tests {
         let bad = start(&fleet, "bad-1", "2");
         assert_eq!(
             fleet.progress(bad, at(100)),
-            DeviceProgress::Failed { code: Some("7".into()), reason: None }
+            DeviceProgress::Failed {
+                code: Some("7".into()),
+                reason: None
+            }
         );
         assert_eq!(fleet.version_at(&key("bad-1"), at(100)), "1.0.0");
         let off = start(&fleet, "off1", "2");
@@ -886,7 +940,9 @@ mod tests {
         let ok = start(&fleet, "off12", "2");
         assert_eq!(
             fleet.progress(ok, at(100)),
-            DeviceProgress::Succeeded { already_current: false }
+            DeviceProgress::Succeeded {
+                already_current: false
+            }
         );
     }
 
@@ -924,21 +980,33 @@ mod tests {
             key: key("slow"),
             target_version: "2".into(),
             starts_at: t0(),
-            deadline: Some(at(100)),
+            deadline: Some(at(150)),
         });
-        assert_eq!(fleet.progress(slow, at(99)), DeviceProgress::Downloading { percent: 0 });
-        assert_eq!(fleet.progress(slow, at(100)), DeviceProgress::TimedOut);
+        assert_eq!(fleet.progress(slow, at(99)), DeviceProgress::Queued);
+        assert_eq!(
+            fleet.progress(slow, at(149)),
+            DeviceProgress::Downloading { percent: 49 }
+        );
+        assert_eq!(fleet.progress(slow, at(150)), DeviceProgress::TimedOut);
         assert_eq!(fleet.version_at(&key("slow"), at(1000)), "1.0.0");
 
         let quick = start(&fleet, "quick", "2");
-        assert_eq!(fleet.cancel_upgrade(quick, at(12)), DeviceProgress::Cancelled);
-        assert_eq!(fleet.progress(quick, at(11)), DeviceProgress::Downloading { percent: 10 });
+        assert_eq!(
+            fleet.cancel_upgrade(quick, at(12)),
+            DeviceProgress::Cancelled
+        );
+        assert_eq!(
+            fleet.progress(quick, at(11)),
+            DeviceProgress::Downloading { percent: 10 }
+        );
         assert_eq!(fleet.progress(quick, at(1000)), DeviceProgress::Cancelled);
 
         let done = start(&fleet, "done", "2");
         assert_eq!(
             fleet.cancel_upgrade(done, at(31)),
-            DeviceProgress::Succeeded { already_current: false },
+            DeviceProgress::Succeeded {
+                already_current: false
+            },
             "a finished upgrade stays finished"
         );
     }
@@ -950,12 +1018,16 @@ mod tests {
             account: None,
             device: Some("r*".into()),
             probability: None,
-            behaviour: Behaviour::Rejects { reason: Some("nope".into()) },
+            behaviour: Behaviour::Rejects {
+                reason: Some("nope".into()),
+            },
         }]);
         let id = start(&fleet, "r1", "1.0.0");
         assert_eq!(
             fleet.progress(id, at(0)),
-            DeviceProgress::Rejected { reason: Some("nope".into()) }
+            DeviceProgress::Rejected {
+                reason: Some("nope".into())
+            }
         );
         assert_eq!(fleet.upgrade(id).unwrap().settles_at(), Some(t0()));
     }

@@ -24,6 +24,20 @@
 //! [`clock`], the device [`fleet`], the fault injector and call counter ([`faults`]), the
 //! upload [`spool`], and each vendor's own state.
 //!
+//! # Rules for vendor modules
+//!
+//! - Each vendor module exposes `routes() -> Router<SharedState>` with full paths (no
+//!   `nest`), and never sets a `fallback` on main-listener routes ([`main_router`] owns it).
+//! - Fault injection runs as a route layer, so it only sees requests that matched a route:
+//!   prefer routes (`/{bucket}/{*key}`) over a fallback for anything that should be faultable.
+//! - Error bodies go through [`vendor_error`] / [`VendorError`] so injected and real errors
+//!   look alike; pass the vendor's own code.
+//! - Uploads stream through [`spool`] (bounded memory); the configured upload limit is
+//!   `config.max_upload_bytes`.
+//! - Anything that moves with time reads [`SimState::now`]; device outcomes come from
+//!   [`fleet::Fleet`].
+//! - The admin API reads vendor state through [`VendorAdmin`].
+//!
 //! # Starting
 //!
 //! [`start`] binds both listeners (127.0.0.1 with a free port by default) and returns a
@@ -109,7 +123,11 @@ impl FromStr for Vendor {
         Self::ALL
             .into_iter()
             .find(|v| v.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| SimError::Config(format!("unknown vendor {s:?} (thingspace, iotda, obs, iotaap)")))
+            .ok_or_else(|| {
+                SimError::Config(format!(
+                    "unknown vendor {s:?} (thingspace, iotda, obs, iotaap)"
+                ))
+            })
     }
 }
 
@@ -299,8 +317,9 @@ impl Drop for SimHandle {
 
 /// Starts the simulator on the configured addresses (127.0.0.1, free ports by default).
 pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
-    let main_listener = bind(config.listen).await?;
-    let obs_listener = bind(config.obs_listen).await?;
+    let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+    let main_listener = bind(config.listen.unwrap_or(any_port)).await?;
+    let obs_listener = bind(config.obs_listen.unwrap_or(any_port)).await?;
     let main_addr = main_listener.local_addr()?;
     let obs_addr = obs_listener.local_addr()?;
     let state: SharedState = Arc::new(SimState::new(config)?);
@@ -345,24 +364,18 @@ fn serve(
 
 /// `otaplane sim`: run the vendor simulator in the foreground.
 #[derive(Debug, Clone, clap::Args)]
-#[command(
-    long_about = "Run the vendor simulator: Verizon ThingSpace (under /api), Huawei IoTDA (under /v5 \
-and /v3), IoTaaP (under /v1) and the admin API (under /_sim) on one listener, and Huawei OBS on \
-a second listener. Devices upgrade on a virtual clock; faults can be injected through the \
-configuration or POST /_sim/faults. Without --config, built-in demo accounts are used (their \
-user names are printed at start-up; see the otaplane::sim::config docs for the demo secrets)."
-)]
 pub struct SimArgs {
     /// YAML configuration file (accounts, devices, behaviour rules, faults). Built-in demo
     /// defaults apply to everything the file leaves out.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address of the main listener (ThingSpace, IoTDA, IoTaaP, admin).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// Address of the OBS listener.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
-    pub obs_listen: SocketAddr,
+    /// Address of the main listener (ThingSpace, IoTDA, IoTaaP, admin) [default: the file's
+    /// listen, else 127.0.0.1:8080]. Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the OBS listener [default: the file's obs_listen, else 127.0.0.1:9000].
+    #[arg(long, value_name = "ADDR")]
+    pub obs_listen: Option<SocketAddr>,
     /// Virtual seconds per real second (e.g. 60 makes a campaign minute pass in a second);
     /// overrides the file's time_scale.
     #[arg(long, value_name = "F")]
@@ -379,8 +392,14 @@ impl SimArgs {
             Some(path) => SimConfig::from_file(path)?,
             None => SimConfig::default(),
         };
-        config.listen = self.listen;
-        config.obs_listen = self.obs_listen;
+        config.listen = self
+            .listen
+            .or(config.listen)
+            .or(Some(SocketAddr::from(([127, 0, 0, 1], 8080))));
+        config.obs_listen = self
+            .obs_listen
+            .or(config.obs_listen)
+            .or(Some(SocketAddr::from(([127, 0, 0, 1], 9000))));
         if let Some(scale) = self.time_scale {
             config.time_scale = scale;
         }
@@ -429,4 +448,58 @@ pub fn banner(handle: &SimHandle) -> String {
     lines.extend(iotda::describe(&state.config));
     lines.extend(obs::describe(&state.config));
     lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(listen: Option<&str>, config: Option<PathBuf>) -> SimArgs {
+        SimArgs {
+            config,
+            listen: listen.map(|l| l.parse().unwrap()),
+            obs_listen: None,
+            time_scale: Some(10.0),
+            seed: None,
+        }
+    }
+
+    #[test]
+    fn cli_addresses_take_precedence_over_the_file_then_the_fixed_defaults() {
+        let config = args(None, None).load_config().unwrap();
+        assert_eq!(config.listen, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(config.obs_listen, Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(config.time_scale, 10.0);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sim.yaml");
+        std::fs::write(&file, "listen: 127.0.0.1:7000\nseed: 5\n").unwrap();
+        let config = args(None, Some(file.clone())).load_config().unwrap();
+        assert_eq!(config.listen, Some("127.0.0.1:7000".parse().unwrap()));
+        assert_eq!(config.seed, 5);
+        let config = args(Some("127.0.0.1:0"), Some(file)).load_config().unwrap();
+        assert_eq!(config.listen, Some("127.0.0.1:0".parse().unwrap()));
+    }
+
+    #[test]
+    fn vendor_names_parse_case_insensitively() {
+        assert_eq!("IoTDA".parse::<Vendor>().unwrap(), Vendor::Iotda);
+        assert_eq!("thingspace".parse::<Vendor>().unwrap(), Vendor::ThingSpace);
+        assert!("aws".parse::<Vendor>().is_err());
+    }
+
+    #[tokio::test]
+    async fn banner_names_users_but_never_passwords() {
+        let handle = start(SimConfig::default()).await.unwrap();
+        let text = banner(&handle);
+        assert!(
+            text.contains("demo-user") && text.contains("demo@iotaap.local"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("demo-password") && !text.contains("demo-client-secret"),
+            "{text}"
+        );
+        handle.shutdown().await;
+    }
 }

@@ -39,7 +39,8 @@ impl Digester {
         self.size += chunk.len() as u64;
         if self.prefix.len() < PREFIX_BYTES {
             let room = PREFIX_BYTES - self.prefix.len();
-            self.prefix.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            self.prefix
+                .extend_from_slice(&chunk[..chunk.len().min(room)]);
         }
     }
 
@@ -158,7 +159,10 @@ mod tests {
         writer.write(b"hello ").await.unwrap();
         writer.write(b"firmware").await.unwrap();
         let file = writer.finish().await.unwrap();
-        assert_eq!(tokio::fs::read(&file.path).await.unwrap(), b"hello firmware");
+        assert_eq!(
+            tokio::fs::read(&file.path).await.unwrap(),
+            b"hello firmware"
+        );
         assert_eq!(file.digest.size, 14);
     }
 }

@@ -40,8 +40,8 @@ pub enum CancelOutcome {
 pub enum VendorClient {
     /// Verizon ThingSpace.
     ThingSpace(ThingSpaceClient),
-    /// Huawei Cloud IoTDA with its OBS bucket.
-    Iotda(IotdaClient),
+    /// Huawei Cloud IoTDA with its OBS bucket (boxed: it carries two HTTP clients and signers).
+    Iotda(Box<IotdaClient>),
     /// IoTaaP.
     Iotaap(IotaapClient),
 }

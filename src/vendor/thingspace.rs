@@ -370,12 +370,20 @@ impl ThingSpaceClient {
             };
             match result {
                 Err(err) if !renewed_session && is_session_expired(&err) => {
-                    tracing::info!(vendor = VENDOR, endpoint, "M2M session expired; logging in again");
+                    tracing::info!(
+                        vendor = VENDOR,
+                        endpoint,
+                        "M2M session expired; logging in again"
+                    );
                     self.session.lock().await.token = None;
                     renewed_session = true;
                 }
                 Err(err) if !renewed_bearer && is_bearer_expired(&err) => {
-                    tracing::info!(vendor = VENDOR, endpoint, "OAuth token rejected; fetching a new one");
+                    tracing::info!(
+                        vendor = VENDOR,
+                        endpoint,
+                        "OAuth token rejected; fetching a new one"
+                    );
                     *self.oauth.lock().await = None;
                     renewed_bearer = true;
                 }

@@ -1,0 +1,259 @@
+//! Benchmark: a random artifact (1 GiB by default; `OTAPLANE_BENCH_MIB` to change) served over
+//! loopback, fetched and hashed to a spool file, then uploaded to the simulator through OBS
+//! multipart (IoTDA) and ThingSpace multipart. Prints wall times, the ratio to
+//! `openssl dgst -sha256` of the same file, and the peak RSS of this process (which also runs
+//! the simulator and the artifact server).
+//!
+//! Run: `cargo bench --bench artifact_upload`
+
+use std::{
+    io::Write,
+    net::SocketAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use axum::{Router, body::Body, http::header, response::IntoResponse, routing::get};
+use otaplane::{
+    artifact::{ArtifactFetcher, ArtifactPolicy, ArtifactRequest},
+    sim::{self, SimConfig},
+    vendor::{
+        HttpPolicy, PackageSpec, PackageVendorSpec, Secret,
+        iotda::{IotdaClient, IotdaConfig, SigningChoice},
+        obs::{DEFAULT_PART_SIZE, ObsClient, ObsConfig},
+        thingspace::{ThingSpaceClient, ThingSpaceConfig},
+    },
+};
+use rand::{RngCore, SeedableRng};
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches(" kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn write_random_file(dir: &std::path::Path, mib: usize) -> PathBuf {
+    let path = dir.join("artifact.bin");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        rng.fill_bytes(&mut block);
+        file.write_all(&block).unwrap();
+    }
+    file.flush().unwrap();
+    path
+}
+
+fn openssl_seconds(path: &std::path::Path) -> Option<(f64, String)> {
+    let started = Instant::now();
+    let output = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-r"])
+        .arg(path)
+        .output()
+        .ok()?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let digest = String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .next()?
+        .to_string();
+    Some((elapsed, digest))
+}
+
+async fn serve_file(path: PathBuf) -> SocketAddr {
+    let app = Router::new().route(
+        "/artifact.bin",
+        get(move || {
+            let path = path.clone();
+            async move {
+                let file = tokio::fs::File::open(&path).await.unwrap();
+                let length = file.metadata().await.unwrap().len();
+                let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+                (
+                    [(header::CONTENT_LENGTH, length.to_string())],
+                    Body::from_stream(stream),
+                )
+                    .into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+fn policy() -> HttpPolicy {
+    HttpPolicy {
+        upload_timeout: Duration::from_secs(600),
+        ..HttpPolicy::default()
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let mib: usize = std::env::var("OTAPLANE_BENCH_MIB")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(1024);
+    let work = tempfile::tempdir().unwrap();
+    let source = write_random_file(work.path(), mib);
+    let size = (mib as u64) << 20;
+    let openssl = openssl_seconds(&source);
+
+    let sim = sim::start(SimConfig::default()).await.unwrap();
+    let server = serve_file(source.clone()).await;
+    let spool = tempfile::tempdir().unwrap();
+    let fetcher = ArtifactFetcher::new(ArtifactPolicy {
+        spool_dir: Some(spool.path().to_path_buf()),
+        ..ArtifactPolicy::default()
+    });
+    let request = ArtifactRequest {
+        url: format!("http://{server}/artifact.bin"),
+        expected_sha256: openssl.as_ref().map(|(_, digest)| digest.clone()),
+        headers: Vec::new(),
+        max_size_bytes: size,
+    };
+
+    let started = Instant::now();
+    let artifact = fetcher.fetch(&request).await.unwrap();
+    let fetch = started.elapsed().as_secs_f64();
+
+    let secret = Secret::new("ExampleSecretKey0000000000000000000000000");
+    let obs = ObsClient::new(
+        ObsConfig {
+            endpoint: sim.obs_url.clone(),
+            region: "cn-north-4".into(),
+            bucket: "fw-bucket".into(),
+            path_style: true,
+            access_key_id: "HPUAEXAMPLEAK0000001".into(),
+            secret_access_key: secret.clone(),
+            part_size: DEFAULT_PART_SIZE,
+        },
+        policy(),
+        None,
+    )
+    .unwrap();
+    let iotda = IotdaClient::new(
+        IotdaConfig {
+            endpoint: sim.base_url.clone(),
+            project_id: "0123456789abcdef0123456789abcdef".into(),
+            instance_id: None,
+            region: "cn-north-4".into(),
+            signing: SigningChoice::Automatic,
+            access_key_id: "HPUAEXAMPLEAK0000001".into(),
+            secret_access_key: secret,
+            key_prefix: String::new(),
+        },
+        obs,
+        policy(),
+        None,
+    )
+    .unwrap();
+    let iotda_spec = PackageSpec {
+        namespace: "bench".into(),
+        name: "big".into(),
+        version: "V1.0".into(),
+        description: None,
+        vendor: PackageVendorSpec::Iotda {
+            product_id: "prod1".into(),
+            app_id: Some("61f7e74d036aca5be29e1ed4".into()),
+            package_type: "firmwarePackage".into(),
+            module_name: None,
+            support_source_versions: Vec::new(),
+            custom_info: None,
+        },
+    };
+    let started = Instant::now();
+    iotda
+        .register_package(
+            &iotda_spec,
+            artifact.path(),
+            artifact.sha256(),
+            artifact.size(),
+            "big.bin",
+        )
+        .await
+        .unwrap();
+    let obs_upload = started.elapsed().as_secs_f64();
+
+    let thingspace = ThingSpaceClient::new(
+        ThingSpaceConfig {
+            base_url: format!("{}/api", sim.base_url),
+            account_name: "0000123456-00001".into(),
+            app_key: Secret::new("demo-client-id"),
+            app_secret: Secret::new("demo-client-secret"),
+            username: "demo-user".into(),
+            password: Secret::new("demo-password"),
+        },
+        policy(),
+        None,
+    )
+    .unwrap();
+    let thingspace_spec = PackageSpec {
+        namespace: "bench".into(),
+        name: "big".into(),
+        version: "1.0".into(),
+        description: None,
+        vendor: PackageVendorSpec::ThingSpace {
+            make: "Acme".into(),
+            model: "X1".into(),
+            local_target_path: "/VZWFOTA/big.bin".into(),
+        },
+    };
+    let started = Instant::now();
+    thingspace
+        .register_package(&thingspace_spec, artifact.path(), artifact.size())
+        .await
+        .unwrap();
+    let thingspace_upload = started.elapsed().as_secs_f64();
+
+    let mib_f = mib as f64;
+    println!("artifact: {mib} MiB of random bytes, served over loopback");
+    match &openssl {
+        Some((seconds, _)) => println!(
+            "openssl dgst -sha256 (floor): {seconds:.2} s ({:.0} MiB/s)",
+            mib_f / seconds
+        ),
+        None => println!("openssl dgst -sha256: not available"),
+    }
+    let ratio = |wall: f64| {
+        openssl.as_ref().map_or("n/a".to_string(), |(floor, _)| {
+            format!("{:.2}x", wall / floor)
+        })
+    };
+    println!(
+        "fetch + SHA-256 + spool: {fetch:.2} s ({:.0} MiB/s), {} of openssl",
+        mib_f / fetch,
+        ratio(fetch)
+    );
+    println!(
+        "IoTDA: OBS multipart upload ({} MiB parts) + create package: {obs_upload:.2} s ({:.0} MiB/s)",
+        DEFAULT_PART_SIZE >> 20,
+        mib_f / obs_upload
+    );
+    println!(
+        "ThingSpace: streamed multipart upload: {thingspace_upload:.2} s ({:.0} MiB/s)",
+        mib_f / thingspace_upload
+    );
+    println!(
+        "end to end, fetch then upload: IoTDA {:.2} s ({} of openssl), ThingSpace {:.2} s ({} of openssl)",
+        fetch + obs_upload,
+        ratio(fetch + obs_upload),
+        fetch + thingspace_upload,
+        ratio(fetch + thingspace_upload)
+    );
+    println!(
+        "peak RSS (operator code + simulator + artifact server in one process): {:.1} MiB",
+        peak_rss_mib()
+    );
+}
