@@ -6,25 +6,18 @@
 //!
 //! Run: `cargo bench --bench artifact_upload`
 
-use std::{
-    io::Write,
-    net::SocketAddr,
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{io::Write, net::SocketAddr, path::PathBuf, time::Instant};
 
 use axum::{Router, body::Body, http::header, response::IntoResponse, routing::get};
 use otaplane::{
     artifact::{ArtifactFetcher, ArtifactPolicy, ArtifactRequest},
     sim::{self, SimConfig},
-    vendor::{
-        HttpPolicy, PackageSpec, PackageVendorSpec, Secret,
-        iotda::{IotdaClient, IotdaConfig, SigningChoice},
-        obs::{DEFAULT_PART_SIZE, ObsClient, ObsConfig},
-        thingspace::{ThingSpaceClient, ThingSpaceConfig},
-    },
+    vendor::{PackageSpec, PackageVendorSpec, iotda::SigningChoice, obs::DEFAULT_PART_SIZE},
 };
 use rand::{RngCore, SeedableRng};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -92,13 +85,6 @@ async fn serve_file(path: PathBuf) -> SocketAddr {
     addr
 }
 
-fn policy() -> HttpPolicy {
-    HttpPolicy {
-        upload_timeout: Duration::from_secs(600),
-        ..HttpPolicy::default()
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let mib: usize = std::env::var("OTAPLANE_BENCH_MIB")
@@ -128,37 +114,7 @@ async fn main() {
     let artifact = fetcher.fetch(&request).await.unwrap();
     let fetch = started.elapsed().as_secs_f64();
 
-    let secret = Secret::new("ExampleSecretKey0000000000000000000000000");
-    let obs = ObsClient::new(
-        ObsConfig {
-            endpoint: sim.obs_url.clone(),
-            region: "cn-north-4".into(),
-            bucket: "fw-bucket".into(),
-            path_style: true,
-            access_key_id: "HPUAEXAMPLEAK0000001".into(),
-            secret_access_key: secret.clone(),
-            part_size: DEFAULT_PART_SIZE,
-        },
-        policy(),
-        None,
-    )
-    .unwrap();
-    let iotda = IotdaClient::new(
-        IotdaConfig {
-            endpoint: sim.base_url.clone(),
-            project_id: "0123456789abcdef0123456789abcdef".into(),
-            instance_id: None,
-            region: "cn-north-4".into(),
-            signing: SigningChoice::Automatic,
-            access_key_id: "HPUAEXAMPLEAK0000001".into(),
-            secret_access_key: secret,
-            key_prefix: String::new(),
-        },
-        obs,
-        policy(),
-        None,
-    )
-    .unwrap();
+    let iotda = support::iotda(&sim, SigningChoice::Automatic, DEFAULT_PART_SIZE, "");
     let iotda_spec = PackageSpec {
         namespace: "bench".into(),
         name: "big".into(),
@@ -186,19 +142,7 @@ async fn main() {
         .unwrap();
     let obs_upload = started.elapsed().as_secs_f64();
 
-    let thingspace = ThingSpaceClient::new(
-        ThingSpaceConfig {
-            base_url: format!("{}/api", sim.base_url),
-            account_name: "0000123456-00001".into(),
-            app_key: Secret::new("demo-client-id"),
-            app_secret: Secret::new("demo-client-secret"),
-            username: "demo-user".into(),
-            password: Secret::new("demo-password"),
-        },
-        policy(),
-        None,
-    )
-    .unwrap();
+    let thingspace = support::thingspace(&sim, "demo-password");
     let thingspace_spec = PackageSpec {
         namespace: "bench".into(),
         name: "big".into(),

@@ -1,6 +1,14 @@
 //! otaplane: declarative IoT firmware over-the-air updates on Kubernetes.
 //!
-//! Layers: [`api`] holds the custom resource types (no I/O).
+//! Layers, each with its own error type, data flowing one way:
+//! - [`api`]: the custom resource types, the public contract (no I/O).
+//! - [`reconcile`]: pure decisions, e.g. the staged-rollout state machine (no Kubernetes, no
+//!   network, no clock).
+//! - [`vendor`]: clients for ThingSpace, IoTDA (with OBS) and IoTaaP behind one HTTP policy;
+//!   never sees a custom resource type. [`signing`] holds the Huawei and OBS request signing
+//!   both the clients and the simulator use.
+//! - [`artifact`]: streaming fetch of firmware images (hash, size limit, URL policy, spool).
+//! - [`sim`]: the vendor simulator behind `otaplane sim`.
 pub mod api;
 pub mod artifact;
 pub mod reconcile;

@@ -5,7 +5,6 @@
 use std::{
     io::Write,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use otaplane::{
@@ -13,14 +12,10 @@ use otaplane::{
         self, SimConfig, Vendor,
         faults::{FaultAction, FaultRule},
     },
-    vendor::{
-        HttpPolicy, PackageSpec, PackageVendorSpec, Secret,
-        iotaap::{IotaapClient, IotaapConfig},
-        iotda::{IotdaClient, IotdaConfig, SigningChoice},
-        obs::{ObsClient, ObsConfig},
-        thingspace::{ThingSpaceClient, ThingSpaceConfig},
-    },
+    vendor::{PackageSpec, PackageVendorSpec, iotda::SigningChoice},
 };
+
+mod support;
 
 const SECRETS: [&str; 4] = [
     "demo-client-secret",
@@ -40,14 +35,6 @@ impl Write for Captured {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-fn policy() -> HttpPolicy {
-    HttpPolicy {
-        min_backoff: Duration::from_millis(5),
-        max_backoff: Duration::from_millis(20),
-        ..HttpPolicy::default()
     }
 }
 
@@ -78,21 +65,7 @@ async fn no_secret_appears_in_debug_logs_or_errors() {
     }]);
     let mut errors = Vec::new();
 
-    let thingspace = |password: &str| {
-        ThingSpaceClient::new(
-            ThingSpaceConfig {
-                base_url: format!("{}/api", sim.base_url),
-                account_name: "0000123456-00001".into(),
-                app_key: Secret::new("demo-client-id"),
-                app_secret: Secret::new("demo-client-secret"),
-                username: "demo-user".into(),
-                password: Secret::new(password),
-            },
-            policy(),
-            None,
-        )
-        .unwrap()
-    };
+    let thingspace = |password: &str| support::thingspace(&sim, password);
     thingspace("demo-password").list_packages().await.unwrap();
     errors.push(
         thingspace("wrong-password-9f2c")
@@ -101,37 +74,7 @@ async fn no_secret_appears_in_debug_logs_or_errors() {
             .unwrap_err(),
     );
 
-    let secret = Secret::new("ExampleSecretKey0000000000000000000000000");
-    let obs = ObsClient::new(
-        ObsConfig {
-            endpoint: sim.obs_url.clone(),
-            region: "cn-north-4".into(),
-            bucket: "fw-bucket".into(),
-            path_style: true,
-            access_key_id: "HPUAEXAMPLEAK0000001".into(),
-            secret_access_key: secret.clone(),
-            part_size: 128 * 1024,
-        },
-        policy(),
-        None,
-    )
-    .unwrap();
-    let iotda = IotdaClient::new(
-        IotdaConfig {
-            endpoint: sim.base_url.clone(),
-            project_id: "0123456789abcdef0123456789abcdef".into(),
-            instance_id: None,
-            region: "cn-north-4".into(),
-            signing: SigningChoice::Automatic,
-            access_key_id: "HPUAEXAMPLEAK0000001".into(),
-            secret_access_key: secret,
-            key_prefix: String::new(),
-        },
-        obs,
-        policy(),
-        None,
-    )
-    .unwrap();
+    let iotda = support::iotda(&sim, SigningChoice::Automatic, 128 * 1024, "");
     let image = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(image.path(), vec![1u8; 300 * 1024]).unwrap();
     let spec = PackageSpec {
@@ -173,20 +116,7 @@ async fn no_secret_appears_in_debug_logs_or_errors() {
         errors.push(err);
     }
 
-    let iotaap = |password: &str| {
-        IotaapClient::new(
-            IotaapConfig {
-                base_url: format!("{}/v1", sim.base_url),
-                device_url: format!("{}/v1", sim.base_url),
-                email: "demo@iotaap.local".into(),
-                password: Secret::new(password),
-                deploy_concurrency: 2,
-            },
-            policy(),
-            None,
-        )
-        .unwrap()
-    };
+    let iotaap = |password: &str| support::iotaap(&sim, password);
     iotaap("demo-password").authenticate().await.unwrap();
     errors.push(
         iotaap("wrong-password-9f2c")

@@ -5,7 +5,6 @@
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use otaplane::{
@@ -14,13 +13,14 @@ use otaplane::{
         faults::{FaultAction, FaultRule},
     },
     vendor::{
-        CallObserver, HttpPolicy, PackageSpec, PackageVendorSpec, Secret,
-        iotda::{IotdaClient, IotdaConfig, SigningChoice},
-        obs::{ObsClient, ObsConfig},
-        thingspace::{ThingSpaceClient, ThingSpaceConfig},
+        CallObserver, PackageSpec, PackageVendorSpec,
+        iotda::{IotdaClient, SigningChoice},
+        thingspace::ThingSpaceClient,
     },
 };
 use sha2::{Digest, Sha256};
+
+mod support;
 
 #[derive(Default)]
 struct Calls(Mutex<BTreeMap<&'static str, usize>>);
@@ -34,15 +34,6 @@ impl CallObserver for Calls {
 impl Calls {
     fn count(&self, endpoint: &str) -> usize {
         self.0.lock().unwrap().get(endpoint).copied().unwrap_or(0)
-    }
-}
-
-fn policy() -> HttpPolicy {
-    HttpPolicy {
-        min_backoff: Duration::from_millis(5),
-        max_backoff: Duration::from_millis(20),
-        max_attempts: 5,
-        ..HttpPolicy::default()
     }
 }
 
@@ -60,55 +51,11 @@ fn rule(vendor: Vendor, method: &str, path: &str, count: u64, action: FaultActio
 }
 
 fn thingspace(sim: &sim::SimHandle, calls: &Arc<Calls>) -> ThingSpaceClient {
-    ThingSpaceClient::new(
-        ThingSpaceConfig {
-            base_url: format!("{}/api", sim.base_url),
-            account_name: "0000123456-00001".into(),
-            app_key: Secret::new("demo-client-id"),
-            app_secret: Secret::new("demo-client-secret"),
-            username: "demo-user".into(),
-            password: Secret::new("demo-password"),
-        },
-        policy(),
-        None,
-    )
-    .unwrap()
-    .with_observer(calls.clone())
+    support::thingspace(sim, "demo-password").with_observer(calls.clone())
 }
 
 fn iotda(sim: &sim::SimHandle, calls: &Arc<Calls>, part_size: u64) -> IotdaClient {
-    let secret = Secret::new("ExampleSecretKey0000000000000000000000000");
-    let obs = ObsClient::new(
-        ObsConfig {
-            endpoint: sim.obs_url.clone(),
-            region: "cn-north-4".into(),
-            bucket: "fw-bucket".into(),
-            path_style: true,
-            access_key_id: "HPUAEXAMPLEAK0000001".into(),
-            secret_access_key: secret.clone(),
-            part_size,
-        },
-        policy(),
-        None,
-    )
-    .unwrap();
-    IotdaClient::new(
-        IotdaConfig {
-            endpoint: sim.base_url.clone(),
-            project_id: "0123456789abcdef0123456789abcdef".into(),
-            instance_id: None,
-            region: "cn-north-4".into(),
-            signing: SigningChoice::Automatic,
-            access_key_id: "HPUAEXAMPLEAK0000001".into(),
-            secret_access_key: secret,
-            key_prefix: String::new(),
-        },
-        obs,
-        policy(),
-        None,
-    )
-    .unwrap()
-    .with_observer(calls.clone())
+    support::iotda(sim, SigningChoice::Automatic, part_size, "").with_observer(calls.clone())
 }
 
 fn iotda_package(version: &str) -> PackageSpec {

@@ -9,11 +9,10 @@ use std::{
 
 use otaplane::{
     sim::{self, SimConfig},
-    vendor::{
-        CallObserver, HttpPolicy, Secret, VendorError,
-        iotaap::{IotaapClient, IotaapConfig},
-    },
+    vendor::{CallObserver, VendorError, iotaap::IotaapClient},
 };
+
+mod support;
 
 const DEVICES: [&str; 3] = [
     "5e1a5ecbe2ac3a3bdb45fc01",
@@ -37,23 +36,7 @@ impl Calls {
 }
 
 fn client(sim: &sim::SimHandle, password: &str, calls: &Arc<Calls>) -> IotaapClient {
-    IotaapClient::new(
-        IotaapConfig {
-            base_url: format!("{}/v1", sim.base_url),
-            device_url: format!("{}/v1", sim.base_url),
-            email: "demo@iotaap.local".into(),
-            password: Secret::new(password),
-            deploy_concurrency: 2,
-        },
-        HttpPolicy {
-            min_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(50),
-            ..HttpPolicy::default()
-        },
-        None,
-    )
-    .unwrap()
-    .with_observer(calls.clone())
+    support::iotaap(sim, password).with_observer(calls.clone())
 }
 
 #[tokio::test]

@@ -7,54 +7,16 @@ use std::time::Duration;
 use otaplane::{
     sim::{self, SimConfig},
     vendor::{
-        DeleteOutcome, HttpPolicy, PackageSpec, PackageVendorSpec, RolloutSpec, Secret,
-        iotda::{IotdaClient, IotdaConfig, SigningChoice},
-        obs::{ObsClient, ObsConfig},
+        DeleteOutcome, PackageSpec, PackageVendorSpec, RolloutSpec,
+        iotda::{IotdaClient, SigningChoice},
     },
 };
 use sha2::{Digest, Sha256};
 
-const SECRET_KEY: &str = "ExampleSecretKey0000000000000000000000000";
-
-fn policy() -> HttpPolicy {
-    HttpPolicy {
-        min_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(50),
-        ..HttpPolicy::default()
-    }
-}
+mod support;
 
 fn client(sim: &sim::SimHandle, signing: SigningChoice, part_size: u64) -> IotdaClient {
-    let obs = ObsClient::new(
-        ObsConfig {
-            endpoint: sim.obs_url.clone(),
-            region: "cn-north-4".into(),
-            bucket: "fw-bucket".into(),
-            path_style: true,
-            access_key_id: "HPUAEXAMPLEAK0000001".into(),
-            secret_access_key: Secret::new(SECRET_KEY),
-            part_size,
-        },
-        policy(),
-        None,
-    )
-    .unwrap();
-    IotdaClient::new(
-        IotdaConfig {
-            endpoint: sim.base_url.clone(),
-            project_id: "0123456789abcdef0123456789abcdef".into(),
-            instance_id: Some("inst-0001".into()),
-            region: "cn-north-4".into(),
-            signing,
-            access_key_id: "HPUAEXAMPLEAK0000001".into(),
-            secret_access_key: Secret::new(SECRET_KEY),
-            key_prefix: "otaplane/".into(),
-        },
-        obs,
-        policy(),
-        None,
-    )
-    .unwrap()
+    support::iotda(sim, signing, part_size, "otaplane/")
 }
 
 fn package(version: &str) -> PackageSpec {

@@ -10,10 +10,12 @@ use std::{
 use otaplane::{
     sim::{self, SimConfig},
     vendor::{
-        CallObserver, HttpPolicy, PackageSpec, PackageVendorSpec, RolloutSpec, Secret, VendorError,
-        thingspace::{ThingSpaceClient, ThingSpaceConfig},
+        CallObserver, PackageSpec, PackageVendorSpec, RolloutSpec, VendorError,
+        thingspace::ThingSpaceClient,
     },
 };
+
+mod support;
 
 /// Counts attempts per endpoint.
 #[derive(Default)]
@@ -31,26 +33,8 @@ impl CallObserver for Calls {
     }
 }
 
-fn config(sim: &sim::SimHandle, password: &str) -> ThingSpaceConfig {
-    ThingSpaceConfig {
-        base_url: format!("{}/api", sim.base_url),
-        account_name: "0000123456-00001".into(),
-        app_key: Secret::new("demo-client-id"),
-        app_secret: Secret::new("demo-client-secret"),
-        username: "demo-user".into(),
-        password: Secret::new(password),
-    }
-}
-
 fn client(sim: &sim::SimHandle, password: &str, calls: &Arc<Calls>) -> ThingSpaceClient {
-    let policy = HttpPolicy {
-        min_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(50),
-        ..HttpPolicy::default()
-    };
-    ThingSpaceClient::new(config(sim, password), policy, None)
-        .unwrap()
-        .with_observer(calls.clone())
+    support::thingspace(sim, password).with_observer(calls.clone())
 }
 
 fn package() -> PackageSpec {
