@@ -21,8 +21,9 @@ use regex::Regex;
 use sha2::Sha256;
 
 use super::{
-    SigningError, check_skew, constant_time_eq, decode_query_pairs, encode_unreserved, header_text,
-    hmac_sha256, host_without_default_port, percent_decode, sha256_hex,
+    SigningError, canonical_headers, canonical_query_from_pairs, check_skew, constant_time_eq,
+    decode_query_pairs, encode_unreserved, header_text, hmac_sha256, host_without_default_port,
+    percent_decode, sha256_hex,
 };
 
 /// Algorithm name of the standard AK/SK signature.
@@ -150,16 +151,7 @@ pub fn canonical_uri(raw_path: &str) -> String {
 
 /// Canonical query string: pairs decoded, re-encoded, sorted by key then value, `k=v` joined by `&`.
 pub fn canonical_query(raw_query: Option<&str>) -> String {
-    let mut pairs: Vec<(String, String)> = decode_query_pairs(raw_query)
-        .into_iter()
-        .map(|(key, value)| (encode_unreserved(&key), encode_unreserved(&value)))
-        .collect();
-    pairs.sort();
-    pairs
-        .iter()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect::<Vec<_>>()
-        .join("&")
+    canonical_query_from_pairs(decode_query_pairs(raw_query))
 }
 
 /// The canonical request. `signed_headers` are `(name, value)` pairs; names are lowercased and
@@ -171,20 +163,7 @@ pub fn canonical_request(
     signed_headers: &[(String, String)],
     payload_hash: &str,
 ) -> String {
-    let mut headers: Vec<(String, &str)> = signed_headers
-        .iter()
-        .map(|(name, value)| (name.to_ascii_lowercase(), value.trim()))
-        .collect();
-    headers.sort_by(|a, b| a.0.cmp(&b.0));
-    let header_block: String = headers
-        .iter()
-        .map(|(name, value)| format!("{name}:{value}\n"))
-        .collect();
-    let names = headers
-        .iter()
-        .map(|(name, _)| name.as_str())
-        .collect::<Vec<_>>()
-        .join(";");
+    let (header_block, names) = canonical_headers(signed_headers);
     format!(
         "{}\n{}\n{}\n{}\n{}\n{}",
         method.to_ascii_uppercase(),

@@ -107,6 +107,43 @@ pub(crate) fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
         == 0
 }
 
+/// `k=v` pairs re-encoded with the unreserved set, sorted by key then value, joined by `&`:
+/// the canonical query of both Huawei AK/SK signing and SigV4.
+pub(crate) fn canonical_query_from_pairs(
+    pairs: impl IntoIterator<Item = (String, String)>,
+) -> String {
+    let mut pairs: Vec<(String, String)> = pairs
+        .into_iter()
+        .map(|(key, value)| (encode_unreserved(&key), encode_unreserved(&value)))
+        .collect();
+    pairs.sort();
+    pairs
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The canonical header block (`name:value\n` per header, names lowercased and sorted, values
+/// trimmed) and the `;`-joined signed header names, shared by Huawei AK/SK and SigV4.
+pub(crate) fn canonical_headers(signed_headers: &[(String, String)]) -> (String, String) {
+    let mut headers: Vec<(String, &str)> = signed_headers
+        .iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.trim()))
+        .collect();
+    headers.sort_by(|a, b| a.0.cmp(&b.0));
+    let block = headers
+        .iter()
+        .map(|(name, value)| format!("{name}:{value}\n"))
+        .collect();
+    let names = headers
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect::<Vec<_>>()
+        .join(";");
+    (block, names)
+}
+
 /// Splits a raw query string into percent-decoded `(key, value)` pairs; a key without `=` has an
 /// empty value and empty segments are dropped.
 pub(crate) fn decode_query_pairs(raw_query: Option<&str>) -> Vec<(String, String)> {

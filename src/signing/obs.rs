@@ -20,8 +20,9 @@ use sha1::Sha1;
 
 use super::huawei::HuaweiCredentials;
 use super::{
-    SigningError, check_skew, constant_time_eq, encode_unreserved, header_text, hmac_sha256,
-    host_without_default_port, percent_decode, sha256_hex,
+    SigningError, canonical_headers, canonical_query_from_pairs, check_skew, constant_time_eq,
+    encode_unreserved, header_text, hmac_sha256, host_without_default_port, percent_decode,
+    sha256_hex,
 };
 
 /// Algorithm name of SigV4.
@@ -284,21 +285,11 @@ pub fn v4_canonical_uri(raw_path: &str) -> String {
 
 /// SigV4 canonical query: pairs re-encoded and sorted, `k=v` (empty value gives `k=`).
 pub fn v4_canonical_query(raw_query: Option<&str>) -> String {
-    let mut pairs: Vec<(String, String)> = query_items(raw_query)
-        .into_iter()
-        .map(|(key, value)| {
-            (
-                encode_unreserved(&key),
-                encode_unreserved(&value.unwrap_or_default()),
-            )
-        })
-        .collect();
-    pairs.sort();
-    pairs
-        .iter()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect::<Vec<_>>()
-        .join("&")
+    canonical_query_from_pairs(
+        query_items(raw_query)
+            .into_iter()
+            .map(|(key, value)| (key, value.unwrap_or_default())),
+    )
 }
 
 /// SigV4 canonical request; `signed_headers` are sorted by name here.
@@ -309,20 +300,7 @@ pub fn v4_canonical_request(
     signed_headers: &[(String, String)],
     payload_hash: &str,
 ) -> String {
-    let mut headers: Vec<(String, &str)> = signed_headers
-        .iter()
-        .map(|(name, value)| (name.to_ascii_lowercase(), value.trim()))
-        .collect();
-    headers.sort_by(|a, b| a.0.cmp(&b.0));
-    let header_block: String = headers
-        .iter()
-        .map(|(name, value)| format!("{name}:{value}\n"))
-        .collect();
-    let names = headers
-        .iter()
-        .map(|(name, _)| name.as_str())
-        .collect::<Vec<_>>()
-        .join(";");
+    let (header_block, names) = canonical_headers(signed_headers);
     format!(
         "{method}\n{}\n{}\n{header_block}\n{names}\n{payload_hash}",
         v4_canonical_uri(raw_path),
