@@ -787,31 +787,35 @@ fn session_expired() -> Response {
     )
 }
 
-async fn oauth_token(
-    State(sim): State<SharedState>,
-    headers: HeaderMap,
-    form: Result<Form<HashMap<String, String>>, FormRejection>,
-) -> Response {
-    let Some((client_id, secret)) = basic_credentials(&headers) else {
-        return oauth_error(
+/// The OAuth client ID of a request whose Basic credentials match a configured account, or the
+/// `invalid_client` answer.
+fn authenticate_client(sim: &SharedState, headers: &HeaderMap) -> Result<String, Response> {
+    let invalid = || {
+        oauth_error(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
             "Client Authentication failed.",
-        );
+        )
     };
+    let (client_id, secret) = basic_credentials(headers).ok_or_else(invalid)?;
     let known = sim
         .config
         .thingspace
         .accounts
         .iter()
         .any(|a| a.client_id == client_id && a.client_secret.expose() == secret);
-    if !known {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "Client Authentication failed.",
-        );
-    }
+    if known { Ok(client_id) } else { Err(invalid()) }
+}
+
+async fn oauth_token(
+    State(sim): State<SharedState>,
+    headers: HeaderMap,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Response {
+    let client_id = match authenticate_client(&sim, &headers) {
+        Ok(client_id) => client_id,
+        Err(response) => return response,
+    };
     let Ok(Form(form)) = form else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -878,26 +882,10 @@ async fn oauth_revoke(
     headers: HeaderMap,
     form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
-    let Some((client_id, secret)) = basic_credentials(&headers) else {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "Client Authentication failed.",
-        );
+    let client_id = match authenticate_client(&sim, &headers) {
+        Ok(client_id) => client_id,
+        Err(response) => return response,
     };
-    let known = sim
-        .config
-        .thingspace
-        .accounts
-        .iter()
-        .any(|a| a.client_id == client_id && a.client_secret.expose() == secret);
-    if !known {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "Client Authentication failed.",
-        );
-    }
     let Some(token) = form.ok().and_then(|Form(f)| f.get("token").cloned()) else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
