@@ -193,3 +193,28 @@ async fn a_running_task_is_stopped() {
         "{progress:?}"
     );
 }
+
+#[tokio::test]
+async fn an_iam_password_token_replaces_signing_and_is_reused() {
+    let sim = start_sim().await;
+    let client = support::iotda_with_iam(&sim, "demo-password");
+    client.authenticate().await.unwrap();
+    assert_eq!(client.find_package(&package("V9.0")).await.unwrap(), None);
+    let calls = sim.state.calls.snapshot();
+    let logins: u64 = calls
+        .iter()
+        .filter(|call| call.route == "/v3/auth/tokens")
+        .map(|call| call.count)
+        .sum();
+    assert_eq!(logins, 1, "the token is cached: {calls:?}");
+
+    let err = support::iotda_with_iam(&sim, "not-the-password")
+        .authenticate()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, otaplane::vendor::VendorError::Authentication { .. }),
+        "{err}"
+    );
+    assert!(!format!("{err} {err:?}").contains("not-the-password"));
+}

@@ -55,6 +55,31 @@ pub struct IotdaConfig {
     pub secret_access_key: Secret,
     /// Prefix for OBS object keys.
     pub key_prefix: String,
+    /// Authenticate with an IAM user token instead of signing every call with AK/SK.
+    pub iam: Option<IamLogin>,
+}
+
+/// An IAM user that logs in with a password (`POST /v3/auth/tokens`).
+#[derive(Clone, Debug)]
+pub struct IamLogin {
+    /// IAM endpoint, e.g. `https://iam.cn-north-4.myhuaweicloud.com`.
+    pub endpoint: String,
+    /// Account (domain) name.
+    pub domain: String,
+    /// IAM user name.
+    pub user: String,
+    /// IAM password.
+    pub password: Secret,
+}
+
+/// Renew an IAM token this long before it expires.
+const IAM_RENEWAL_MARGIN: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// A cached IAM token.
+#[derive(Debug)]
+struct IamToken {
+    token: Secret,
+    renew_at: tokio::time::Instant,
 }
 
 /// IoTDA errors: `{"error_code","error_msg"}`, falling back to `{"errorCode","errorMsg"}` and
@@ -149,6 +174,7 @@ pub struct IotdaClient {
     config: Arc<IotdaConfig>,
     signer: HuaweiSigner,
     obs: ObsClient,
+    iam_token: Arc<tokio::sync::Mutex<Option<IamToken>>>,
 }
 
 impl IotdaClient {
@@ -184,17 +210,15 @@ impl IotdaClient {
                 reason: err.to_string(),
             })?,
         };
-        let http = VendorHttp::new(
-            Arc::new(IotdaDialect),
-            policy,
-            rate_limit,
-            vec![config.secret_access_key.clone()],
-        )?;
+        let mut secrets = vec![config.secret_access_key.clone()];
+        secrets.extend(config.iam.iter().map(|iam| iam.password.clone()));
+        let http = VendorHttp::new(Arc::new(IotdaDialect), policy, rate_limit, secrets)?;
         Ok(Self {
             http,
             config: Arc::new(config),
             signer,
             obs,
+            iam_token: Arc::default(),
         })
     }
 
@@ -236,13 +260,14 @@ impl IotdaClient {
         }
     }
 
-    /// A signed JSON request.
+    /// A JSON request, authenticated with the IAM token when there is one, else AK/SK-signed.
     fn signed(
         &self,
         client: &Client,
         method: Method,
         url: &str,
         body: Option<&[u8]>,
+        iam_token: Option<&Secret>,
     ) -> Result<RequestBuilder, VendorError> {
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -257,6 +282,21 @@ impl IotdaClient {
                     reason: "instanceId is not a valid header value".into(),
                 })?,
             );
+        }
+        if let Some(token) = iam_token {
+            let mut value: reqwest::header::HeaderValue =
+                token.expose().parse().map_err(|_| VendorError::Decode {
+                    vendor: VENDOR,
+                    endpoint: "iam_token",
+                    reason: "the IAM token is not a valid header value".into(),
+                })?;
+            value.set_sensitive(true);
+            headers.insert("x-auth-token", value);
+            let request = client.request(method, url).headers(headers);
+            return Ok(match body {
+                Some(body) => request.body(body.to_vec()),
+                None => request,
+            });
         }
         let uri: http::Uri = url.parse().map_err(|err| VendorError::Config {
             vendor: VENDOR,
@@ -296,12 +336,32 @@ impl IotdaClient {
         body: Option<Value>,
     ) -> Result<Option<Value>, VendorError> {
         let bytes = body.map(|body| serde_json::to_vec(&body).expect("JSON serializes"));
-        let response = self
-            .http
-            .send(endpoint, |client| {
-                self.signed(client, method.clone(), url, bytes.as_deref())
-            })
-            .await?;
+        let mut renewed = false;
+        let response = loop {
+            let token = self.iam_token().await?;
+            let result = self
+                .http
+                .send(endpoint, |client| {
+                    self.signed(
+                        client,
+                        method.clone(),
+                        url,
+                        bytes.as_deref(),
+                        token.as_ref(),
+                    )
+                })
+                .await;
+            match result {
+                // A token revoked or expired early (password change): log in once more.
+                Err(VendorError::Api {
+                    status: 401 | 403, ..
+                }) if token.is_some() && !renewed => {
+                    *self.iam_token.lock().await = None;
+                    renewed = true;
+                }
+                other => break other?,
+            }
+        };
         let text = response.bytes().await.map_err(|err| VendorError::Network {
             vendor: VENDOR,
             endpoint,
@@ -319,7 +379,78 @@ impl IotdaClient {
             })
     }
 
-    /// Proves the credentials work with one cheap signed call.
+    /// The IAM token, logging in when there is none or it is about to expire; `None` when the
+    /// client signs with AK/SK instead.
+    async fn iam_token(&self) -> Result<Option<Secret>, VendorError> {
+        let Some(iam) = &self.config.iam else {
+            return Ok(None);
+        };
+        let mut cached = self.iam_token.lock().await;
+        if let Some(token) = cached.as_ref()
+            && tokio::time::Instant::now() < token.renew_at
+        {
+            return Ok(Some(token.token.clone()));
+        }
+        let body = json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": iam.user,
+                "password": iam.password.expose(),
+                "domain": {"name": iam.domain},
+            }}},
+            "scope": {"project": {"id": self.config.project_id}},
+        }});
+        let url = format!(
+            "{}/v3/auth/tokens?nocatalog=true",
+            iam.endpoint.trim_end_matches('/')
+        );
+        let response = self
+            .http
+            .send("iam_token", |client| Ok(client.post(&url).json(&body)))
+            .await
+            .map_err(|err| match err {
+                VendorError::Api {
+                    status: 400 | 401 | 403,
+                    code,
+                    message,
+                    ..
+                } => VendorError::Authentication {
+                    vendor: VENDOR,
+                    message: format!(
+                        "IAM login of {}/{} rejected: {}{message}",
+                        iam.domain,
+                        iam.user,
+                        code.map(|code| format!("{code}: ")).unwrap_or_default()
+                    ),
+                },
+                other => other,
+            })?;
+        let token = response
+            .headers()
+            .get("x-subject-token")
+            .and_then(|value| value.to_str().ok())
+            .map(Secret::new)
+            .ok_or_else(|| VendorError::Decode {
+                vendor: VENDOR,
+                endpoint: "iam_token",
+                reason: "no X-Subject-Token in the answer".into(),
+            })?;
+        let answer: Value =
+            serde_json::from_slice(&response.bytes().await.unwrap_or_default()).unwrap_or_default();
+        let lifetime = answer["token"]["expires_at"]
+            .as_str()
+            .and_then(|at| at.parse::<jiff::Timestamp>().ok())
+            .and_then(|at| {
+                std::time::Duration::try_from(at.duration_since(jiff::Timestamp::now())).ok()
+            })
+            .unwrap_or(std::time::Duration::from_secs(24 * 3600));
+        *cached = Some(IamToken {
+            token: token.clone(),
+            renew_at: tokio::time::Instant::now() + lifetime.saturating_sub(IAM_RENEWAL_MARGIN),
+        });
+        Ok(Some(token))
+    }
+
+    /// Proves the credentials work with one cheap authenticated call.
     pub async fn authenticate(&self) -> Result<(), VendorError> {
         let url = self.url(
             "ota-upgrades/packages",

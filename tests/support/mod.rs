@@ -9,7 +9,7 @@ use otaplane::{
     vendor::{
         HttpPolicy, Secret,
         iotaap::{IotaapClient, IotaapConfig},
-        iotda::{IotdaClient, IotdaConfig, SigningChoice},
+        iotda::{IamLogin, IotdaClient, IotdaConfig, SigningChoice},
         obs::{ObsClient, ObsConfig},
         thingspace::{ThingSpaceClient, ThingSpaceConfig},
     },
@@ -58,6 +58,16 @@ pub fn iotda(
     part_size: u64,
     key_prefix: &str,
 ) -> IotdaClient {
+    iotda_client(sim, signing, part_size, key_prefix, None)
+}
+
+fn iotda_client(
+    sim: &SimHandle,
+    signing: SigningChoice,
+    part_size: u64,
+    key_prefix: &str,
+    iam: Option<IamLogin>,
+) -> IotdaClient {
     let obs = ObsClient::new(
         ObsConfig {
             endpoint: sim.obs_url.clone(),
@@ -82,12 +92,25 @@ pub fn iotda(
             access_key_id: IOTDA_ACCESS_KEY.into(),
             secret_access_key: Secret::new(IOTDA_SECRET_KEY),
             key_prefix: key_prefix.into(),
+            iam,
         },
         obs,
         quick_policy(),
         None,
     )
     .unwrap()
+}
+
+/// The demo IoTDA project reached with the demo IAM user's password token instead of AK/SK
+/// (OBS uploads still sign with the AK/SK).
+pub fn iotda_with_iam(sim: &SimHandle, password: &str) -> IotdaClient {
+    let iam = IamLogin {
+        endpoint: sim.base_url.clone(),
+        domain: "demo-account".into(),
+        user: "demo-user".into(),
+        password: Secret::new(password),
+    };
+    iotda_client(sim, SigningChoice::Automatic, 16 << 20, "", Some(iam))
 }
 
 /// The demo IoTaaP user, logging in with `password`.
