@@ -67,3 +67,31 @@ fn crds_output_reads_back_as_three_crds() {
     );
     assert_eq!(crds, otaplane::api::crds());
 }
+
+#[test]
+fn sim_help_names_its_options() {
+    let (ok, stdout, _) = otaplane(&["sim", "--help"]);
+    assert!(ok);
+    for option in [
+        "--config",
+        "--listen",
+        "--obs-listen",
+        "--time-scale",
+        "--seed",
+    ] {
+        assert!(stdout.contains(option), "{stdout}");
+    }
+}
+
+#[test]
+fn sim_with_a_broken_config_says_what_is_wrong() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "time_scale: 10\nthingspce: {}\n").unwrap();
+    let (ok, _, stderr) = otaplane(&["sim", "--config", config.path().to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.starts_with("otaplane sim:"), "{stderr}");
+    assert!(
+        stderr.contains("thingspce"),
+        "the unknown key is named: {stderr}"
+    );
+}
