@@ -339,8 +339,8 @@ impl ArtifactFetcher {
             hasher.update(&chunk);
             writer.write_all(&chunk).await.map_err(spool_error)?;
         }
+        // No fsync: the spool is a scratch copy for upload retries, re-fetched after a crash.
         writer.flush().await.map_err(spool_error)?;
-        writer.into_inner().sync_all().await.map_err(spool_error)?;
 
         let sha256 = hex::encode(hasher.finalize());
         if let Some(expected) = &request.expected_sha256
