@@ -218,3 +218,46 @@ async fn an_iam_password_token_replaces_signing_and_is_reused() {
     );
     assert!(!format!("{err} {err:?}").contains("not-the-password"));
 }
+
+#[tokio::test]
+async fn a_drift_check_lists_every_package_type_in_one_call_each() {
+    let sim = start_sim().await;
+    let client = client(&sim, SigningChoice::Automatic, 16 << 20);
+    let (file, sha256) = image(2048);
+    let firmware = client
+        .register_package(&package("V5.0"), file.path(), &sha256, 2048, "meter.bin")
+        .await
+        .unwrap();
+    let mut software = package("V5.0-sw");
+    if let PackageVendorSpec::Iotda { package_type, .. } = &mut software.vendor {
+        *package_type = "softwarePackage".into();
+    }
+    let software = client
+        .register_package(&software, file.path(), &sha256, 2048, "meter.bin")
+        .await
+        .unwrap();
+    let vendor = otaplane::vendor::VendorClient::Iotda(Box::new(client));
+    let before: u64 = list_calls(&sim);
+    let mut listed: Vec<String> = vendor
+        .list_packages()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|package| package.external_id)
+        .collect();
+    listed.sort();
+    let mut expected = vec![firmware.external_id, software.external_id];
+    expected.sort();
+    assert_eq!(listed, expected);
+    assert_eq!(list_calls(&sim) - before, 3, "one list per package type");
+}
+
+fn list_calls(sim: &sim::SimHandle) -> u64 {
+    sim.state
+        .calls
+        .snapshot()
+        .iter()
+        .filter(|call| call.method == "GET" && call.route.ends_with("/ota-upgrades/packages"))
+        .map(|call| call.count)
+        .sum()
+}

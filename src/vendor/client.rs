@@ -80,6 +80,23 @@ impl VendorClient {
         }
     }
 
+    /// Every package the account holds, in as few calls as the vendor allows (ThingSpace: one
+    /// list; IoTDA: one paged list per package type), for drift checks across many
+    /// FirmwarePackages. IoTaaP holds no packages.
+    pub async fn list_packages(&self) -> Result<Vec<RegisteredPackage>, VendorError> {
+        match self {
+            VendorClient::ThingSpace(client) => client.list_packages().await,
+            VendorClient::Iotda(client) => {
+                let mut packages = Vec::new();
+                for package_type in ["firmwarePackage", "softwarePackage", "modulePackage"] {
+                    packages.extend(client.list_packages(package_type, None, None, None).await?);
+                }
+                Ok(packages)
+            }
+            VendorClient::Iotaap(_) => Ok(Vec::new()),
+        }
+    }
+
     /// Registers a verified artifact. IoTaaP registers nothing: the image goes up per device.
     pub async fn register_package(
         &self,
