@@ -276,6 +276,33 @@ impl ArtifactFetcher {
     /// Streams `request.url` to a spool file, hashing and counting in the same pass.
     /// The result is returned only when the size is within the limit and the checksum matches.
     pub async fn fetch(&self, request: &ArtifactRequest) -> Result<SpooledArtifact, ArtifactError> {
+        self.fetch_inner(request, None).await
+    }
+
+    /// [`ArtifactFetcher::fetch`] that also sends every chunk to `tee` as it arrives, so an
+    /// upload can run while the download does (one pass over the network). The last chunk is
+    /// held back until the checksum matched: on a mismatch (or any failure) `tee` gets an error
+    /// instead, so a consumer that forwards it as a request body never completes the upload.
+    /// A closed `tee` (the upload gave up) does not stop the fetch: the spool file is still
+    /// written for a retry.
+    pub async fn fetch_teed(
+        &self,
+        request: &ArtifactRequest,
+        tee: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    ) -> Result<SpooledArtifact, ArtifactError> {
+        let result = self.fetch_inner(request, Some(&tee)).await;
+        if let Err(err) = &result {
+            // Ignored when the consumer is gone: there is nobody left to tell.
+            let _ = tee.send(Err(std::io::Error::other(err.to_string()))).await;
+        }
+        result
+    }
+
+    async fn fetch_inner(
+        &self,
+        request: &ArtifactRequest,
+        tee: Option<&tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>>,
+    ) -> Result<SpooledArtifact, ArtifactError> {
         let url = Url::parse(&request.url).map_err(|err| ArtifactError::InvalidUrl {
             url: redact_url(&request.url),
             reason: err.to_string(),
@@ -329,6 +356,8 @@ impl ArtifactFetcher {
             tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
+        let mut tee = tee.cloned();
+        let mut held_back: Option<bytes::Bytes> = None;
         while let Some(chunk) = response.chunk().await.map_err(network)? {
             size += chunk.len() as u64;
             if size > request.max_size_bytes {
@@ -338,6 +367,11 @@ impl ArtifactFetcher {
             }
             hasher.update(&chunk);
             writer.write_all(&chunk).await.map_err(spool_error)?;
+            if let (Some(sender), Some(previous)) = (&tee, held_back.replace(chunk))
+                && sender.send(Ok(previous)).await.is_err()
+            {
+                tee = None;
+            }
         }
         // No fsync: the spool is a scratch copy for upload retries, re-fetched after a crash.
         writer.flush().await.map_err(spool_error)?;
@@ -350,6 +384,10 @@ impl ArtifactFetcher {
                 expected: expected.clone(),
                 actual: sha256,
             });
+        }
+        if let (Some(sender), Some(last)) = (&tee, held_back) {
+            // Ignored when the consumer is gone: it retries from the spool file.
+            let _ = sender.send(Ok(last)).await;
         }
         Ok(SpooledArtifact { path, sha256, size })
     }

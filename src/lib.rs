@@ -7,10 +7,12 @@
 //! - [`vendor`]: clients for ThingSpace, IoTDA (with OBS) and IoTaaP behind one HTTP policy;
 //!   never sees a custom resource type. [`signing`] holds the Huawei and OBS request signing
 //!   both the clients and the simulator use.
-//! - [`artifact`]: streaming fetch of firmware images (hash, size limit, URL policy, spool).
+//! - [`artifact`]: streaming fetch of firmware images (hash, size limit, URL policy, spool);
+//!   [`pipeline`] uploads while downloading.
 //! - [`sim`]: the vendor simulator behind `otaplane sim`.
 pub mod api;
 pub mod artifact;
+pub mod pipeline;
 pub mod reconcile;
 pub mod signing;
 pub mod sim;

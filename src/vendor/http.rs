@@ -163,6 +163,33 @@ impl VendorHttp {
             .await
     }
 
+    /// One upload attempt with a body that cannot be replayed (a live stream): the same limits,
+    /// timeout and error classification as [`VendorHttp::send_upload`], but no retry. The
+    /// caller retries from a replayable source.
+    pub async fn send_once<B>(
+        &self,
+        endpoint: &'static str,
+        build: B,
+    ) -> Result<Response, VendorError>
+    where
+        B: FnOnce(&Client) -> RequestBuilder,
+    {
+        let once = std::sync::Mutex::new(Some(build));
+        let build = |client: &Client| {
+            let build = once
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+                .ok_or_else(|| VendorError::Config {
+                    vendor: self.vendor(),
+                    reason: format!("{endpoint}: a one-shot request was sent twice"),
+                })?;
+            Ok(build(client))
+        };
+        self.attempt(endpoint, self.policy.upload_timeout, &build)
+            .await
+    }
+
     async fn send_with_timeout<B>(
         &self,
         endpoint: &'static str,

@@ -487,10 +487,7 @@ impl ThingSpaceClient {
             return Err(wrong_vendor());
         };
         let url = self.fota_url(&format!("files/{}", self.account()));
-        let file_name = Path::new(local_target_path)
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_else(|| format!("{}-{}.bin", spec.name, spec.version));
+        let file_name = upload_file_name(spec, local_target_path);
         let response = self
             .fota("upload_file", true, |client| {
                 let file = std::fs::File::open(image).map_err(|err| VendorError::Io {
@@ -514,6 +511,57 @@ impl ThingSpaceClient {
                     .text("localTargetPath", local_target_path.clone())
                     .part("fileupload", part);
                 Ok(client.post(&url).multipart(form))
+            })
+            .await?;
+        let file: FileInfo = decode(response, "upload_file").await?;
+        let mut registered: RegisteredPackage = file.into();
+        if registered.version.is_empty() {
+            registered.version = spec.version.clone();
+        }
+        Ok(registered)
+    }
+
+    /// Uploads an image that is still arriving (see `ArtifactFetcher::fetch_teed`) in one
+    /// attempt: the stream cannot be replayed, so on any failure the caller uploads again from
+    /// the spool file with [`ThingSpaceClient::register_package`].
+    pub async fn register_package_streaming<S>(
+        &self,
+        spec: &PackageSpec,
+        image: S,
+    ) -> Result<RegisteredPackage, VendorError>
+    where
+        S: futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+    {
+        let PackageVendorSpec::ThingSpace {
+            make,
+            model,
+            local_target_path,
+        } = &spec.vendor
+        else {
+            return Err(wrong_vendor());
+        };
+        let bearer = self.bearer().await?;
+        let session = self.session_token().await?;
+        let url = self.fota_url(&format!("files/{}", self.account()));
+        let part = multipart::Part::stream(reqwest::Body::wrap_stream(image))
+            .file_name(upload_file_name(spec, local_target_path))
+            .mime_str("application/octet-stream")
+            .expect("a constant MIME type parses");
+        let form = multipart::Form::new()
+            .text("fileVersion", spec.version.clone())
+            .text("make", make.clone())
+            .text("model", model.clone())
+            .text("localTargetPath", local_target_path.clone())
+            .part("fileupload", part);
+        let response = self
+            .http
+            .send_once("upload_file", |client| {
+                client
+                    .post(&url)
+                    .multipart(form)
+                    .bearer_auth(bearer.expose())
+                    .header("VZ-M2M-Token", session.expose())
+                    .header("Accept", "application/json")
             })
             .await?;
         let file: FileInfo = decode(response, "upload_file").await?;
@@ -747,6 +795,14 @@ fn unreported_state(campaign_status: &str) -> DeviceState {
         "CampaignEnded" => DeviceState::Failed("RovaClientDidNotReportStatus".into()),
         _ => DeviceState::Pending,
     }
+}
+
+/// The file name presented at upload: the last segment of the device path.
+fn upload_file_name(spec: &PackageSpec, local_target_path: &str) -> String {
+    Path::new(local_target_path)
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| format!("{}-{}.bin", spec.name, spec.version))
 }
 
 fn wrong_vendor() -> VendorError {
