@@ -17,23 +17,9 @@ use otaplane::{
 };
 use rand::{RngCore, SeedableRng};
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches(" kB")
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 fn write_random_file(dir: &std::path::Path, mib: usize) -> PathBuf {
     let path = dir.join("artifact.bin");
@@ -220,6 +206,6 @@ async fn main() {
     );
     println!(
         "peak RSS (operator code + simulator + artifact server in one process): {:.1} MiB",
-        peak_rss_mib()
+        common::peak_rss_mib().unwrap_or(f64::NAN)
     );
 }

@@ -16,12 +16,9 @@ const ACC: &str = "0000123456-00001";
 const UPLOAD_BYTES: u64 = 100 * 1024 * 1024;
 const CONCURRENCY: usize = 16;
 
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
+mod common;
+
+use common::{peak_rss_mib, print_upload_runs};
 
 fn main() {
     let poll_secs: u64 = std::env::args()
@@ -111,17 +108,7 @@ async fn run(poll_secs: u64) {
         );
         timings.push(started.elapsed());
     }
-    let best = timings.iter().min().copied().unwrap_or_default();
-    let mib = UPLOAD_BYTES as f64 / (1024.0 * 1024.0);
-    println!(
-        "thingspace upload 100 MiB: best {:.2} s ({:.0} MiB/s), runs {:?}",
-        best.as_secs_f64(),
-        mib / best.as_secs_f64(),
-        timings
-            .iter()
-            .map(|t| format!("{:.2}s", t.as_secs_f64()))
-            .collect::<Vec<_>>()
-    );
+    print_upload_runs("thingspace upload 100 MiB", UPLOAD_BYTES, &timings);
     if let (Some(before), Some(after)) = (rss_before, peak_rss_mib()) {
         println!("peak RSS before uploads {before:.0} MiB, after {after:.0} MiB");
     }
