@@ -12,6 +12,7 @@
 //! - [`sim`]: the vendor simulator behind `otaplane sim`.
 pub mod api;
 pub mod artifact;
+pub mod controller;
 pub mod pipeline;
 pub mod reconcile;
 pub mod signing;

@@ -10,6 +10,7 @@
 
 pub mod campaign;
 pub mod conditions;
+pub mod resource;
 pub mod waves;
 
 pub use campaign::{
@@ -17,6 +18,7 @@ pub use campaign::{
     ObservedFailure, PackageReadiness, PollIntervals, WaveObservation, decide, reasons,
 };
 pub use conditions::{ConditionStatus, DesiredCondition, set_condition};
+pub use resource::{Outcome, apply_outcome};
 pub use waves::{FailureThreshold, max_failures, plan_waves, wave_name};
 
 /// A spec the decision cannot act on; retrying does not help until the user edits something.
