@@ -25,6 +25,17 @@ Without --config, built-in demo accounts are used: their user names are printed 
 the demo secrets are documented in the otaplane::sim::config module."
     )]
     Sim(otaplane::sim::SimArgs),
+    /// Run the operator: reconcile OtaProviders, FirmwarePackages and UpgradeCampaigns against
+    /// the vendors, using the in-cluster configuration or KUBECONFIG.
+    #[command(
+        long_about = "Run the operator. It connects with the in-cluster configuration or \
+KUBECONFIG, watches the three otaplane kinds (and the Secrets they reference), makes the \
+vendor side match, and writes what it observed into status. /metrics, /healthz and /readyz are \
+served on --metrics-addr. With --leader-elect, replicas share a Lease and only the holder acts. \
+SIGTERM or Ctrl-C shuts down gracefully: in-flight reconciles get --shutdown-grace to finish. \
+Every flag can also be set with the environment variable shown."
+    )]
+    Run(otaplane::controller::args::RunArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,6 +44,18 @@ fn main() -> std::process::ExitCode {
         Command::Crds => {
             print!("{}", otaplane::api::crds_yaml());
             std::process::ExitCode::SUCCESS
+        }
+        Command::Run(args) => {
+            let outcome = tokio::runtime::Runtime::new()
+                .map_err(|err| otaplane::controller::args::CliError::Flags(err.to_string()))
+                .and_then(|runtime| runtime.block_on(otaplane::controller::args::run(args)));
+            match outcome {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("otaplane run: {err}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
         }
         Command::Sim(args) => {
             let outcome = tokio::runtime::Runtime::new()

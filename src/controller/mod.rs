@@ -6,6 +6,7 @@
 //! which loads what it needs from the caches, decides (see [`crate::reconcile`]), acts through a
 //! [`crate::vendor::VendorClient`] and writes status with server-side apply.
 
+pub mod args;
 pub mod campaign;
 pub mod context;
 pub mod error;

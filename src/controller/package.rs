@@ -213,7 +213,7 @@ fn resolve(
 
 /// The vendor-neutral package spec; a vendor block that does not match the provider's vendor
 /// is a spec error.
-fn package_spec(
+pub(crate) fn package_spec(
     package: &FirmwarePackage,
     provider: &OtaProvider,
     vendor: Vendor,

@@ -2,6 +2,8 @@
 //! tests and the benchmarks (`#[path]`-included there).
 #![allow(dead_code)]
 
+pub mod operator;
+
 use std::time::Duration;
 
 use otaplane::{
