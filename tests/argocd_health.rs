@@ -139,7 +139,10 @@ fn every_argocd_health_test_case_passes() {
             wanted.push("Suspended");
         }
         let covered: Vec<&str> = statuses.iter().map(String::as_str).collect();
-        assert_eq!(covered, wanted, "{kind}: the cases cover every health status");
+        assert_eq!(
+            covered, wanted,
+            "{kind}: the cases cover every health status"
+        );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -178,7 +181,10 @@ fn every_testdata_file_is_a_case() {
             .unwrap()
             .map(|entry| format!("testdata/{}", entry.unwrap().file_name().to_string_lossy()))
             .collect();
-        assert_eq!(referenced, on_disk, "{kind}: health_test.yaml lists every testdata file");
+        assert_eq!(
+            referenced, on_disk,
+            "{kind}: health_test.yaml lists every testdata file"
+        );
     }
 }
 
@@ -194,7 +200,10 @@ fn testdata_objects_match_the_crds() {
             .filter(|crd| !crd.is_null())
             .map(|crd| {
                 let kind = crd["spec"]["names"]["kind"].as_str().unwrap().to_string();
-                (kind, crd_validate::CrdValidator::from_crd(&crd, "v1alpha1").unwrap())
+                (
+                    kind,
+                    crd_validate::CrdValidator::from_crd(&crd, "v1alpha1").unwrap(),
+                )
             })
             .collect();
     let mut failures = Vec::new();
@@ -317,8 +326,10 @@ fn to_cel(value: &Value) -> cel::Value {
         Value::String(s) => cel::Value::String(Arc::new(s.clone())),
         Value::Array(items) => cel::Value::List(Arc::new(items.iter().map(to_cel).collect())),
         Value::Object(map) => {
-            let map: HashMap<String, cel::Value> =
-                map.iter().map(|(key, item)| (key.clone(), to_cel(item))).collect();
+            let map: HashMap<String, cel::Value> = map
+                .iter()
+                .map(|(key, item)| (key.clone(), to_cel(item)))
+                .collect();
             cel::Value::Map(cel::objects::Map::from(map))
         }
     }
@@ -387,13 +398,18 @@ fn flux_health_check_exprs_agree_with_argocd() {
                 // the evaluation error and keeps polling, as for a resource in progress.
                 match got {
                     Err(err) if err.contains("status") => {}
-                    other => failures.push(format!("{name}: want an error on `status`, got {other:?}")),
+                    other => {
+                        failures.push(format!("{name}: want an error on `status`, got {other:?}"))
+                    }
                 }
                 continue;
             }
             let want = flux_equivalent(&case.status, &case.object);
             if got != Ok(want) {
-                failures.push(format!("{name} ({}): got {got:?}, want {want:?}", case.status));
+                failures.push(format!(
+                    "{name} ({}): got {got:?}, want {want:?}",
+                    case.status
+                ));
             }
         }
     }

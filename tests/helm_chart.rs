@@ -61,7 +61,13 @@ fn run(program: &Path, args: &[&str], home: &Path) -> Output {
         .env("HELM_DATA_HOME", home.join("data"))
         .env_remove("KUBECONFIG")
         .output()
-        .unwrap_or_else(|err| panic!("{} runs: {err}", program.display()))
+        .unwrap_or_else(|err| {
+            panic!(
+                "{} does not run ({err}): run scripts/install-test-tools, or point \
+                 OTAPLANE_HELM, OTAPLANE_KUBECTL and OTAPLANE_TEST_PYTHON at working tools",
+                program.display()
+            )
+        })
 }
 
 fn text(output: &Output) -> String {
@@ -118,7 +124,10 @@ impl Rendered {
     }
 
     fn all(&self, kind: &str) -> Vec<&Value> {
-        self.0.iter().filter(|object| object["kind"] == kind).collect()
+        self.0
+            .iter()
+            .filter(|object| object["kind"] == kind)
+            .collect()
     }
 
     fn one(&self, kind: &str) -> &Value {
@@ -210,7 +219,11 @@ fn expected_watch_rules() -> BTreeSet<(String, String, Vec<String>, Vec<String>)
             format!("{kind}/status"),
             &["get", "patch", "update"],
         ));
-        expected.insert(rule("otaplane.io", format!("{kind}/finalizers"), &["update"]));
+        expected.insert(rule(
+            "otaplane.io",
+            format!("{kind}/finalizers"),
+            &["update"],
+        ));
     }
     expected.insert(rule("", "secrets".into(), &["get", "list", "watch"]));
     expected.insert(rule("events.k8s.io", "events".into(), &["create", "patch"]));
@@ -230,14 +243,22 @@ fn helm_lint_strict_passes() {
     for values in [
         vec![],
         vec!["--set", "watchNamespaces={a,b}"],
-        vec!["--set", "replicas=2", "--set", "metrics.serviceMonitor.enabled=true"],
+        vec![
+            "--set",
+            "replicas=2",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+        ],
     ] {
         let mut args = vec!["lint", "--strict", chart.to_str().unwrap()];
         args.extend_from_slice(&values);
         let output = helm(&args);
         let report = text(&output);
         assert!(output.status.success(), "helm {args:?}:\n{report}");
-        assert!(report.contains("1 chart(s) linted, 0 chart(s) failed"), "{report}");
+        assert!(
+            report.contains("1 chart(s) linted, 0 chart(s) failed"),
+            "{report}"
+        );
         assert!(!report.contains("[WARNING]"), "{report}");
     }
 }
@@ -268,6 +289,7 @@ fn default_values_render_a_cluster_wide_operator() {
     assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], RELEASE);
+    assert_eq!(pod["terminationGracePeriodSeconds"], 30);
     let container = rendered.container();
     assert_eq!(
         container["image"],
@@ -285,6 +307,8 @@ fn default_values_render_a_cluster_wide_operator() {
         ("OTAPLANE_CONCURRENCY", "8"),
         ("OTAPLANE_RESYNC_INTERVAL", "10m"),
         ("OTAPLANE_ARTIFACT_ALLOW_CIDRS", ""),
+        ("OTAPLANE_LEASE_DURATION", "15s"),
+        ("OTAPLANE_SHUTDOWN_GRACE", "25s"),
     ] {
         assert_eq!(rendered.env(name)["value"], value, "{name}");
     }
@@ -307,7 +331,10 @@ fn default_values_render_a_cluster_wide_operator() {
     assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(pod["securityContext"]["runAsUser"], 65532);
-    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
     assert!(container["resources"]["requests"]["memory"].is_string());
     assert!(container["resources"]["limits"]["memory"].is_string());
 
@@ -320,7 +347,9 @@ fn default_values_render_a_cluster_wide_operator() {
     assert_eq!(container["readinessProbe"]["httpGet"]["port"], "metrics");
 
     // The spool directory is the sized emptyDir; /tmp another one.
-    let spool_dir = rendered.env("OTAPLANE_SPOOL_DIR")["value"].as_str().unwrap();
+    let spool_dir = rendered.env("OTAPLANE_SPOOL_DIR")["value"]
+        .as_str()
+        .unwrap();
     let mounts = container["volumeMounts"].as_array().unwrap();
     let volume_at = |path: &str| {
         let mount = mounts
@@ -447,8 +476,14 @@ fn two_replicas_elect_a_leader_and_a_service_monitor_scrapes_them() {
         (
             "coordination.k8s.io".to_string(),
             "leases".to_string(),
-            verbs.iter().map(|verb| verb.to_string()).collect::<Vec<_>>(),
-            names.iter().map(|name| name.to_string()).collect::<Vec<_>>(),
+            verbs
+                .iter()
+                .map(|verb| verb.to_string())
+                .collect::<Vec<_>>(),
+            names
+                .iter()
+                .map(|name| name.to_string())
+                .collect::<Vec<_>>(),
         )
     };
     assert_eq!(
@@ -466,7 +501,10 @@ fn two_replicas_elect_a_leader_and_a_service_monitor_scrapes_them() {
     let monitor = rendered.one("ServiceMonitor");
     assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
     let service_labels = &rendered.one("Service")["metadata"]["labels"];
-    for (key, value) in monitor["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+    for (key, value) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
         assert_eq!(&service_labels[key], value, "Service label {key}");
     }
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
@@ -510,10 +548,22 @@ fn the_values_schema_refuses_bad_values() {
     for (args, wanted) in [
         (vec!["--set-json", "replicas=\"two\""], "/replicas"),
         (vec!["--set", "replica=2"], "replica"),
-        (vec!["--set", "operator.logFormat=xml"], "/operator/logFormat"),
-        (vec!["--set", "image.pullPolicy=Sometimes"], "/image/pullPolicy"),
-        (vec!["--set", "operator.resyncInterval=ten minutes"], "/operator/resyncInterval"),
-        (vec!["--set", "watchNamespaces={Fleet_EU}"], "/watchNamespaces/0"),
+        (
+            vec!["--set", "operator.logFormat=xml"],
+            "/operator/logFormat",
+        ),
+        (
+            vec!["--set", "image.pullPolicy=Sometimes"],
+            "/image/pullPolicy",
+        ),
+        (
+            vec!["--set", "operator.resyncInterval=ten minutes"],
+            "/operator/resyncInterval",
+        ),
+        (
+            vec!["--set", "watchNamespaces={Fleet_EU}"],
+            "/watchNamespaces/0",
+        ),
     ] {
         let mut full = vec!["template", RELEASE, chart.to_str().unwrap()];
         full.extend_from_slice(&args);
@@ -584,7 +634,11 @@ fn walk_values(
         let Some(child_schema) = properties.get(key) else {
             continue;
         };
-        if child_schema["description"].as_str().unwrap_or_default().is_empty() {
+        if child_schema["description"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()
+        {
             problems.push(format!("{path}.{key} has no description in the schema"));
         }
         let child = if path.is_empty() {
@@ -627,11 +681,19 @@ fn rendered_objects_pass_kubernetes_validate_strict() {
     for args in [
         vec![],
         vec!["--set", "watchNamespaces={a,b}"],
-        vec!["--set", "replicas=2", "--set", "metrics.serviceMonitor.enabled=true"],
+        vec![
+            "--set",
+            "replicas=2",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+        ],
     ] {
         let rendered = Rendered::new(&args);
         let builtin: Vec<&Value> = rendered.0.iter().filter(|o| !is_custom(o)).collect();
-        assert!(rendered.0.len() - builtin.len() <= 1, "only a ServiceMonitor is skipped");
+        assert!(
+            rendered.0.len() - builtin.len() <= 1,
+            "only a ServiceMonitor is skipped"
+        );
         let yaml: String = builtin
             .iter()
             .map(|object| format!("---\n{}\n", serde_json::to_string(object).unwrap()))
@@ -677,7 +739,8 @@ fn normalize(value: &Value) -> Value {
 
 #[test]
 fn the_chart_crds_are_the_generated_crds() {
-    let generated = std::fs::read_to_string(Path::new(ROOT).join("crds/otaplane-crds.yaml")).unwrap();
+    let generated =
+        std::fs::read_to_string(Path::new(ROOT).join("crds/otaplane-crds.yaml")).unwrap();
     let copy = std::fs::read_to_string(chart_dir().join("files/crds.yaml")).unwrap();
     assert!(
         copy == generated,
@@ -723,7 +786,10 @@ fn the_image_runs_as_the_chart_user() {
     );
     let ignored = std::fs::read_to_string(Path::new(ROOT).join(".dockerignore")).unwrap();
     for entry in ["target/", ".tools/", ".venv/", ".git"] {
-        assert!(ignored.lines().any(|line| line == entry), ".dockerignore has {entry}");
+        assert!(
+            ignored.lines().any(|line| line == entry),
+            ".dockerignore has {entry}"
+        );
     }
 }
 
@@ -749,7 +815,10 @@ impl Kubectl {
 
     /// Runs `program` with `--kubeconfig` off the async runtime; returns (success, output).
     async fn run(&self, program: PathBuf, args: &[&str]) -> (bool, String) {
-        let mut full = vec!["--kubeconfig".to_string(), self.kubeconfig.to_str().unwrap().into()];
+        let mut full = vec![
+            "--kubeconfig".to_string(),
+            self.kubeconfig.to_str().unwrap().into(),
+        ];
         full.extend(args.iter().map(|arg| arg.to_string()));
         let home = self.home.path().to_path_buf();
         let output = tokio::task::spawn_blocking(move || {
@@ -825,7 +894,9 @@ async fn kubectl_applies_the_rendered_chart() {
         .kubectl(&["apply", "-f", &kube.file("namespaced.yaml", &namespaced)])
         .await;
     assert!(
-        applied.contains("customresourcedefinition.apiextensions.k8s.io/upgradecampaigns.otaplane.io unchanged"),
+        applied.contains(
+            "customresourcedefinition.apiextensions.k8s.io/upgradecampaigns.otaplane.io unchanged"
+        ),
         "{applied}"
     );
     kube.kubectl(&[
@@ -841,15 +912,23 @@ async fn kubectl_applies_the_rendered_chart() {
     assert_eq!(rules(&stored), expected_watch_rules());
     for namespace in ["a", "b"] {
         let stored = kube.get_json(&["role", RELEASE, "-n", namespace]).await;
-        assert_eq!(rules(&stored), expected_watch_rules(), "Role in {namespace}");
-        let binding = kube.get_json(&["rolebinding", RELEASE, "-n", namespace]).await;
+        assert_eq!(
+            rules(&stored),
+            expected_watch_rules(),
+            "Role in {namespace}"
+        );
+        let binding = kube
+            .get_json(&["rolebinding", RELEASE, "-n", namespace])
+            .await;
         assert_eq!(binding["subjects"][0]["namespace"], NAMESPACE);
     }
     let lease_role = kube
         .get_json(&["role", "otaplane-leader-election", "-n", NAMESPACE])
         .await;
     assert_eq!(rules(&lease_role).len(), 2);
-    let crd = kube.get_json(&["crd", "firmwarepackages.otaplane.io"]).await;
+    let crd = kube
+        .get_json(&["crd", "firmwarepackages.otaplane.io"])
+        .await;
     assert_eq!(
         crd["metadata"]["annotations"]["helm.sh/resource-policy"],
         "keep"
@@ -857,8 +936,13 @@ async fn kubectl_applies_the_rendered_chart() {
 
     // The CRDs from the chart serve the kinds: an example applies.
     let example = Path::new(ROOT).join("examples/iotda.yaml");
-    let applied = kube.kubectl(&["apply", "-f", example.to_str().unwrap()]).await;
-    assert!(applied.contains("otaprovider.otaplane.io/iotda created"), "{applied}");
+    let applied = kube
+        .kubectl(&["apply", "-f", example.to_str().unwrap()])
+        .await;
+    assert!(
+        applied.contains("otaprovider.otaplane.io/iotda created"),
+        "{applied}"
+    );
     let listed = kube.kubectl(&["get", "ota"]).await;
     assert!(listed.contains("otaprovider.otaplane.io/iotda"), "{listed}");
     server.shutdown().await.unwrap();
@@ -870,8 +954,15 @@ async fn helm_installs_and_upgrades_the_release() {
     let kube = Kubectl::new(&server);
     let chart = chart_dir();
     let chart = chart.to_str().unwrap();
-    kube.helm(&["install", RELEASE, chart, "--namespace", NAMESPACE, "--create-namespace"])
-        .await;
+    kube.helm(&[
+        "install",
+        RELEASE,
+        chart,
+        "--namespace",
+        NAMESPACE,
+        "--create-namespace",
+    ])
+    .await;
     let crds = kube.kubectl(&["get", "crd"]).await;
     for name in [
         "otaproviders.otaplane.io",
@@ -881,15 +972,28 @@ async fn helm_installs_and_upgrades_the_release() {
         assert!(crds.contains(name), "{crds}");
     }
     let (found, _) = kube
-        .run(kubectl_bin(), &["get", "role", "otaplane-leader-election", "-n", NAMESPACE])
+        .run(
+            kubectl_bin(),
+            &["get", "role", "otaplane-leader-election", "-n", NAMESPACE],
+        )
         .await;
     assert!(!found, "no lease Role with one replica");
 
     let upgraded = kube
-        .helm(&["upgrade", RELEASE, chart, "--namespace", NAMESPACE, "--set", "replicas=2"])
+        .helm(&[
+            "upgrade",
+            RELEASE,
+            chart,
+            "--namespace",
+            NAMESPACE,
+            "--set",
+            "replicas=2",
+        ])
         .await;
     assert!(upgraded.contains("has been upgraded"), "{upgraded}");
-    let deployment = kube.get_json(&["deployment", RELEASE, "-n", NAMESPACE]).await;
+    let deployment = kube
+        .get_json(&["deployment", RELEASE, "-n", NAMESPACE])
+        .await;
     assert_eq!(deployment["spec"]["replicas"], 2);
     let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
     assert!(
@@ -902,5 +1006,46 @@ async fn helm_installs_and_upgrades_the_release() {
         .await;
     let releases = kube.helm(&["list", "--namespace", NAMESPACE]).await;
     assert!(releases.contains("deployed"), "{releases}");
+    server.shutdown().await.unwrap();
+}
+
+/// CRDs applied with kubectl before the chart: the install is refused until they are handed to
+/// the release as the chart README shows, then succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_adopts_crds_applied_with_kubectl_as_documented() {
+    let server = Server::start(Options::default()).await.unwrap();
+    let kube = Kubectl::new(&server);
+    let crds = Path::new(ROOT).join("crds/otaplane-crds.yaml");
+    kube.kubectl(&["apply", "--server-side", "-f", crds.to_str().unwrap()])
+        .await;
+    kube.kubectl(&["create", "namespace", NAMESPACE]).await;
+    let chart = chart_dir();
+    let install = ["install", RELEASE, chart.to_str().unwrap(), "-n", NAMESPACE];
+    let (installed, output) = kube.run(helm_bin(), &install).await;
+    assert!(!installed, "{output}");
+    assert!(output.contains("invalid ownership metadata"), "{output}");
+
+    let readme = std::fs::read_to_string(chart_dir().join("README.md")).unwrap();
+    assert!(readme.contains("invalid ownership metadata"));
+    for plural in OUR_KINDS {
+        let crd = format!("{plural}.otaplane.io");
+        let label = "app.kubernetes.io/managed-by=Helm";
+        assert!(readme.contains(label));
+        kube.kubectl(&["label", "crd", &crd, label, "--overwrite"])
+            .await;
+        let name = format!("meta.helm.sh/release-name={RELEASE}");
+        let namespace = format!("meta.helm.sh/release-namespace={NAMESPACE}");
+        assert!(readme.contains(&name) && readme.contains(&namespace));
+        kube.kubectl(&["annotate", "crd", &crd, &name, &namespace, "--overwrite"])
+            .await;
+    }
+    kube.helm(&install).await;
+    let crd = kube
+        .get_json(&["crd", "upgradecampaigns.otaplane.io"])
+        .await;
+    assert_eq!(
+        crd["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
     server.shutdown().await.unwrap();
 }
