@@ -1006,6 +1006,19 @@ async fn helm_installs_and_upgrades_the_release() {
         .await;
     let releases = kube.helm(&["list", "--namespace", NAMESPACE]).await;
     assert!(releases.contains("deployed"), "{releases}");
+
+    // Uninstalling removes the operator but keeps the CRDs (helm.sh/resource-policy: keep), so
+    // no custom resource is lost with them.
+    let uninstalled = kube.helm(&["uninstall", RELEASE, "--namespace", NAMESPACE]).await;
+    assert!(uninstalled.contains("uninstalled"), "{uninstalled}");
+    let (found, _) = kube
+        .run(kubectl_bin(), &["get", "deployment", RELEASE, "-n", NAMESPACE])
+        .await;
+    assert!(!found, "the Deployment is gone");
+    let crds = kube.kubectl(&["get", "crd"]).await;
+    for plural in OUR_KINDS {
+        assert!(crds.contains(&format!("{plural}.otaplane.io")), "{crds}");
+    }
     server.shutdown().await.unwrap();
 }
 

@@ -1,5 +1,5 @@
 //! Decoding of Kubernetes protobuf request bodies for the kinds kubectl creates through its typed clients
-//! (`kubectl create secret|configmap|namespace|serviceaccount`). Responses are always JSON, which kubectl
+//! (`kubectl create secret|configmap|namespace|serviceaccount`) and of the DeleteOptions Helm sends. Responses are always JSON, which kubectl
 //! accepts. Other kinds answer 415 so the client reports a clear error.
 
 use base64::Engine as _;
@@ -131,6 +131,11 @@ fn object_meta(bytes: &[u8]) -> Result<Value, String> {
     Ok(Value::Object(meta))
 }
 
+fn insert_text(map: &mut Map<String, Value>, name: &str, bytes: &[u8]) -> Result<(), String> {
+    map.insert(name.into(), json!(text(bytes)?));
+    Ok(())
+}
+
 fn decode_kind(kind: &str, raw: &[u8]) -> Result<Value, String> {
     let mut obj = Map::new();
     for field in fields(raw) {
@@ -164,7 +169,26 @@ fn decode_kind(kind: &str, raw: &[u8]) -> Result<Value, String> {
             ("ServiceAccount", (4, Wire::Varint(v))) => {
                 drop(obj.insert("automountServiceAccountToken".into(), json!(v != 0)))
             }
-            ("ConfigMap" | "Secret" | "Namespace" | "ServiceAccount", _) => {}
+            ("DeleteOptions", (1, Wire::Varint(v))) => {
+                drop(obj.insert("gracePeriodSeconds".into(), json!(v as i64)))
+            }
+            ("DeleteOptions", (2, Wire::Bytes(preconditions))) => {
+                let mut map = Map::new();
+                for inner in fields(preconditions) {
+                    match inner? {
+                        (1, Wire::Bytes(b)) => insert_text(&mut map, "uid", b)?,
+                        (2, Wire::Bytes(b)) => insert_text(&mut map, "resourceVersion", b)?,
+                        _ => {}
+                    }
+                }
+                obj.insert("preconditions".into(), Value::Object(map));
+            }
+            ("DeleteOptions", (3, Wire::Varint(v))) => {
+                drop(obj.insert("orphanDependents".into(), json!(v != 0)))
+            }
+            ("DeleteOptions", (4, Wire::Bytes(b))) => insert_text(&mut obj, "propagationPolicy", b)?,
+            ("DeleteOptions", (5, Wire::Bytes(b))) => push_string(&mut obj, "dryRun", b)?,
+            ("ConfigMap" | "Secret" | "Namespace" | "ServiceAccount" | "DeleteOptions", _) => {}
             _ => {
                 return Err(format!(
                     "protobuf bodies are not supported for kind {kind}; send JSON"
@@ -214,6 +238,23 @@ mod tests {
 
     fn map_entry(key: &str, value: &[u8]) -> Vec<u8> {
         [field(1, key.as_bytes()), field(2, value)].concat()
+    }
+
+    #[test]
+    fn decodes_delete_options_like_helm_sends() {
+        let type_meta = [field(1, b"v1"), field(2, b"DeleteOptions")].concat();
+        let preconditions = field(1, b"uid-1");
+        let raw = [
+            field(2, &preconditions),
+            field(4, b"Background"),
+            field(5, b"All"),
+        ]
+        .concat();
+        let body = [MAGIC.to_vec(), field(1, &type_meta), field(2, &raw)].concat();
+        let options = decode(&body).unwrap();
+        assert_eq!(options["propagationPolicy"], "Background");
+        assert_eq!(options["preconditions"]["uid"], "uid-1");
+        assert_eq!(options["dryRun"], json!(["All"]));
     }
 
     #[test]

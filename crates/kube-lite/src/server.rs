@@ -465,6 +465,9 @@ fn delete(
 ) -> ApiResult<Response> {
     let options: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
+    } else if body.starts_with(b"k8s\0") {
+        crate::protobuf::decode(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
     } else {
         serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
