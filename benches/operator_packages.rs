@@ -48,7 +48,14 @@ fn package(stage: &Stage, index: usize) -> FirmwarePackage {
 }
 
 fn total_calls(stage: &Stage) -> u64 {
-    stage.sim.state.calls.snapshot().iter().map(|c| c.count).sum()
+    stage
+        .sim
+        .state
+        .calls
+        .snapshot()
+        .iter()
+        .map(|c| c.count)
+        .sum()
 }
 
 fn main() {

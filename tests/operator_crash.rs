@@ -76,7 +76,10 @@ fn hold(vendor: SimVendor, method: &str, path: &str) -> FaultRule {
 async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -96,12 +99,18 @@ async fn crash_and_recover(vendor: &str, kill: Kill) {
     }
     stage.provider_ready(&provider).await;
     match (vendor, kill) {
-        ("thingspace", Kill::DuringUpload) => stage
-            .sim
-            .state
-            .faults
-            .add(vec![hold(SimVendor::ThingSpace, "POST", "/api/fota/v2/files/*")]),
-        (_, Kill::DuringUpload) => stage.sim.state.faults.add(vec![hold(SimVendor::Obs, "PUT", "*")]),
+        ("thingspace", Kill::DuringUpload) => stage.sim.state.faults.add(vec![hold(
+            SimVendor::ThingSpace,
+            "POST",
+            "/api/fota/v2/files/*",
+        )]),
+        (_, Kill::DuringUpload) => {
+            stage
+                .sim
+                .state
+                .faults
+                .add(vec![hold(SimVendor::Obs, "PUT", "*")])
+        }
         (_, Kill::DuringCreate) => stage.sim.state.faults.add(vec![hold(
             SimVendor::Iotda,
             "POST",
@@ -119,7 +128,10 @@ async fn crash_and_recover(vendor: &str, kill: Kill) {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         Kill::DuringCreate => {
-            wait_until("the OBS upload to finish", async || image_uploads(&stage, vendor) >= 1).await;
+            wait_until("the OBS upload to finish", async || {
+                image_uploads(&stage, vendor) >= 1
+            })
+            .await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Kill::BeforeIdRecorded => {
@@ -128,7 +140,10 @@ async fn crash_and_recover(vendor: &str, kill: Kill) {
             })
             .await;
             // Every further write to FirmwarePackages fails, so the ID never reaches status.
-            stage.kube.faults().fail_next("patch", "firmwarepackages", 100_000, 500);
+            stage
+                .kube
+                .faults()
+                .fail_next("patch", "firmwarepackages", 100_000, 500);
             wait_until("the vendor to register the package", async || {
                 vendor_versions(&stage, vendor, "1.2.3").await == 1
             })
@@ -136,7 +151,11 @@ async fn crash_and_recover(vendor: &str, kill: Kill) {
             tokio::time::sleep(Duration::from_millis(200)).await;
             let package = stage.get::<FirmwarePackage>("fw").await.unwrap();
             assert!(
-                package.status.as_ref().and_then(|s| s.at_provider.as_ref()).is_none(),
+                package
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.at_provider.as_ref())
+                    .is_none(),
                 "the ID must not have been recorded yet"
             );
         }
@@ -161,17 +180,31 @@ async fn crash_and_recover(vendor: &str, kill: Kill) {
     let uploads = image_uploads(&stage, vendor);
     match kill {
         Kill::BeforeIdRecorded | Kill::AfterReady => {
-            assert_eq!(uploads, uploads_at_kill, "{vendor} {kill:?}: a registered artifact is not uploaded again");
+            assert_eq!(
+                uploads, uploads_at_kill,
+                "{vendor} {kill:?}: a registered artifact is not uploaded again"
+            );
             assert_eq!(at.adopted, Some(kill == Kill::BeforeIdRecorded), "{kill:?}");
         }
         Kill::DuringUpload | Kill::DuringCreate => {
-            assert!(uploads <= uploads_at_kill + 1, "{vendor} {kill:?}: at most one more upload");
+            assert!(
+                uploads <= uploads_at_kill + 1,
+                "{vendor} {kill:?}: at most one more upload"
+            );
         }
     }
     // Ready is stable: the restarted operator has nothing left to do.
     let version = package.metadata.resource_version.clone();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(stage.get::<FirmwarePackage>("fw").await.unwrap().metadata.resource_version, version);
+    assert_eq!(
+        stage
+            .get::<FirmwarePackage>("fw")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        version
+    );
     second.shutdown().await.unwrap();
 }
 
@@ -184,7 +217,12 @@ async fn thingspace_killed_at_each_step_registers_exactly_once() {
 
 #[tokio::test]
 async fn iotda_killed_at_each_step_registers_exactly_once() {
-    for kill in [Kill::DuringUpload, Kill::DuringCreate, Kill::BeforeIdRecorded, Kill::AfterReady] {
+    for kill in [
+        Kill::DuringUpload,
+        Kill::DuringCreate,
+        Kill::BeforeIdRecorded,
+        Kill::AfterReady,
+    ] {
         crash_and_recover("iotda", kill).await;
     }
 }
@@ -223,21 +261,27 @@ async fn two_replicas_never_act_at_once_and_a_standby_takes_over() {
     stage.package("one", "hw", "iotda", "V1.0.0", 1).await;
     stage.package_ready("one").await;
     let leaders = [is_leader(&a).await, is_leader(&b).await];
-    assert_eq!(leaders.iter().filter(|l| **l).count(), 1, "exactly one leader: {leaders:?}");
+    assert_eq!(
+        leaders.iter().filter(|l| **l).count(),
+        1,
+        "exactly one leader: {leaders:?}"
+    );
     let (leader, standby) = if leaders[0] { (a, b) } else { (b, a) };
     let leader_name = if leaders[0] { "replica-a" } else { "replica-b" };
-    let reporters: std::collections::BTreeSet<String> = Api::<k8s_openapi::api::events::v1::Event>::namespaced(
-        stage.client.clone(),
-        NAMESPACE,
-    )
-    .list(&Default::default())
-    .await
-    .unwrap()
-    .items
-    .into_iter()
-    .filter_map(|e| e.reporting_instance)
-    .collect();
-    assert_eq!(reporters.into_iter().collect::<Vec<_>>(), [leader_name], "only the leader acted");
+    let reporters: std::collections::BTreeSet<String> =
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(stage.client.clone(), NAMESPACE)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|e| e.reporting_instance)
+            .collect();
+    assert_eq!(
+        reporters.into_iter().collect::<Vec<_>>(),
+        [leader_name],
+        "only the leader acted"
+    );
 
     // The leader crashes without releasing the lease; the standby takes over once it expires.
     leader.kill().await;
@@ -269,19 +313,27 @@ spec:
         )
         .await;
     let packages: Api<FirmwarePackage> = Api::namespaced(stage.client.clone(), NAMESPACE);
-    packages.delete("fw", &DeleteParams::default()).await.unwrap();
+    packages
+        .delete("fw", &DeleteParams::default())
+        .await
+        .unwrap();
     let package = stage
         .wait_for::<FirmwarePackage>("fw", WAIT, |p| {
-            reason(p.status.as_ref().map(|s| &s.conditions[..]), "Synced") == Some("DeletionBlocked")
+            reason(p.status.as_ref().map(|s| &s.conditions[..]), "Synced")
+                == Some("DeletionBlocked")
         })
         .await;
-    let synced = otaplane::api::find_condition(&package.status.as_ref().unwrap().conditions, "Synced")
-        .unwrap()
-        .message
-        .clone();
+    let synced =
+        otaplane::api::find_condition(&package.status.as_ref().unwrap().conditions, "Synced")
+            .unwrap()
+            .message
+            .clone();
     assert!(synced.contains("UpgradeCampaign rollout"), "{synced}");
     assert!(synced.contains("otaplane.io/force-delete=true"), "{synced}");
-    assert_eq!(condition(package.status.as_ref().map(|s| &s.conditions[..]), "Ready"), Some("True"));
+    assert_eq!(
+        condition(package.status.as_ref().map(|s| &s.conditions[..]), "Ready"),
+        Some("True")
+    );
 
     // The escape hatch: the annotation lets the deletion through.
     packages
@@ -294,7 +346,10 @@ spec:
         .unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
     while stage.get::<FirmwarePackage>("fw").await.is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "force-delete did not release the package");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "force-delete did not release the package"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     operator.shutdown().await.unwrap();

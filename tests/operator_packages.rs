@@ -42,7 +42,9 @@ async fn vendor_packages(client: &VendorClient, version: &str) -> Vec<String> {
 
 fn uploads(stage: &Stage) -> u64 {
     stage.calls("POST", |route| route.contains("/fota/v2/files/"))
-        + stage.calls("PUT", |route| route.contains("fw-bucket") || route.starts_with("/otaplane/"))
+        + stage.calls("PUT", |route| {
+            route.contains("fw-bucket") || route.starts_with("/otaplane/")
+        })
         + stage.calls("POST", |route| route.contains("uploads"))
 }
 
@@ -64,7 +66,10 @@ async fn delete_package(stage: &Stage, name: &str) {
 async fn wait_gone(stage: &Stage, name: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while stage.get::<FirmwarePackage>(name).await.is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "{name} was never released");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} was never released"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -79,7 +84,9 @@ async fn a_thingspace_package_is_uploaded_once_and_a_quiet_reconcile_writes_noth
         provider.status.as_ref().unwrap().vendor,
         Some(otaplane::api::Vendor::ThingSpace)
     );
-    stage.package("tracker", "ts", "thingspace", "4.0.0", 1).await;
+    stage
+        .package("tracker", "ts", "thingspace", "4.0.0", 1)
+        .await;
     let package = stage.package_ready("tracker").await;
     let status = package.status.clone().unwrap();
     let at = status.at_provider.clone().unwrap();
@@ -95,13 +102,23 @@ async fn a_thingspace_package_is_uploaded_once_and_a_quiet_reconcile_writes_noth
     for type_ in ["Reconciling", "Stalled"] {
         assert_eq!(condition(Some(&status.conditions), type_), Some("False"));
     }
-    assert!(status.conditions.iter().all(|c| c.observed_generation == package.metadata.generation));
+    assert!(
+        status
+            .conditions
+            .iter()
+            .all(|c| c.observed_generation == package.metadata.generation)
+    );
     assert_eq!(
         vendor_packages(&thingspace_client(&stage), "4.0.0").await,
         [file_name.clone()]
     );
     assert_eq!(uploads(&stage), 1);
-    let reasons: Vec<String> = stage.events("tracker").await.into_iter().map(|e| e.0).collect();
+    let reasons: Vec<String> = stage
+        .events("tracker")
+        .await
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
     assert!(reasons.contains(&"Uploaded".to_string()), "{reasons:?}");
     assert!(reasons.contains(&"Registered".to_string()), "{reasons:?}");
 
@@ -109,8 +126,22 @@ async fn a_thingspace_package_is_uploaded_once_and_a_quiet_reconcile_writes_noth
     let package_version = package.resource_version();
     let provider_version = stage.provider_ready("ts").await.resource_version();
     tokio::time::sleep(Duration::from_secs(7)).await;
-    assert_eq!(stage.get::<FirmwarePackage>("tracker").await.unwrap().resource_version(), package_version);
-    assert_eq!(stage.get::<OtaProvider>("ts").await.unwrap().resource_version(), provider_version);
+    assert_eq!(
+        stage
+            .get::<FirmwarePackage>("tracker")
+            .await
+            .unwrap()
+            .resource_version(),
+        package_version
+    );
+    assert_eq!(
+        stage
+            .get::<OtaProvider>("ts")
+            .await
+            .unwrap()
+            .resource_version(),
+        provider_version
+    );
     assert_eq!(uploads(&stage), 1);
 
     let metrics = reqwest::get(format!("http://{}/metrics", operator.http_addr))
@@ -119,32 +150,53 @@ async fn a_thingspace_package_is_uploaded_once_and_a_quiet_reconcile_writes_noth
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("otaplane_reconciles_total{kind=\"FirmwarePackage\"}"), "{metrics}");
-    assert!(metrics.contains("otaplane_vendor_calls_total{vendor=\"ThingSpace\""), "{metrics}");
-    assert!(metrics.contains(&format!(
-        "otaplane_artifact_bytes_uploaded_total{{vendor=\"ThingSpace\"}} {FIRMWARE_SIZE}"
-    )), "{metrics}");
+    assert!(
+        metrics.contains("otaplane_reconciles_total{kind=\"FirmwarePackage\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("otaplane_vendor_calls_total{vendor=\"ThingSpace\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "otaplane_artifact_bytes_uploaded_total{{vendor=\"ThingSpace\"}} {FIRMWARE_SIZE}"
+        )),
+        "{metrics}"
+    );
     for path in ["healthz", "readyz"] {
-        let response = reqwest::get(format!("http://{}/{path}", operator.http_addr)).await.unwrap();
+        let response = reqwest::get(format!("http://{}/{path}", operator.http_addr))
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "/{path}");
     }
 
     // ThingSpace has no delete API: the finalizer says so in an Event and lets go.
     delete_package(&stage, "tracker").await;
     wait_gone(&stage, "tracker").await;
-    let reasons: Vec<String> = stage.events("tracker").await.into_iter().map(|e| e.0).collect();
-    assert!(reasons.contains(&"DeleteNotSupported".to_string()), "{reasons:?}");
+    let reasons: Vec<String> = stage
+        .events("tracker")
+        .await
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert!(
+        reasons.contains(&"DeleteNotSupported".to_string()),
+        "{reasons:?}"
+    );
     operator.shutdown().await.unwrap();
 }
 
 #[tokio::test]
-async fn a_rejected_login_is_reported_without_the_secret_and_not_retried_until_the_secret_changes() {
+async fn a_rejected_login_is_reported_without_the_secret_and_not_retried_until_the_secret_changes()
+{
     let stage = Stage::start().await;
     let operator = stage.operator().await;
     stage.thingspace_provider("ts", "wrong-password-4711").await;
     let provider = stage
         .wait_for::<OtaProvider>("ts", WAIT, |p| {
-            reason(p.status.as_ref().map(|s| &s.conditions[..]), "Ready") == Some("AuthenticationFailed")
+            reason(p.status.as_ref().map(|s| &s.conditions[..]), "Ready")
+                == Some("AuthenticationFailed")
         })
         .await;
     let status = provider.status.clone().unwrap();
@@ -158,7 +210,10 @@ async fn a_rejected_login_is_reported_without_the_secret_and_not_retried_until_t
     // Resyncs and backoff come and go; the rejected password is tried once.
     tokio::time::sleep(Duration::from_secs(7)).await;
     let logins = stage.calls("POST", |route| route.ends_with("/session/login"));
-    assert_eq!(logins, 1, "a rejected ThingSpace login is never retried in a loop");
+    assert_eq!(
+        logins, 1,
+        "a rejected ThingSpace login is never retried in a loop"
+    );
 
     // Fixing the Secret is picked up at once through the Secret watch.
     stage
@@ -173,7 +228,13 @@ async fn a_rejected_login_is_reported_without_the_secret_and_not_retried_until_t
         )
         .await;
     let provider = stage.provider_ready("ts").await;
-    assert_eq!(condition(provider.status.as_ref().map(|s| &s.conditions[..]), "Stalled"), Some("False"));
+    assert_eq!(
+        condition(
+            provider.status.as_ref().map(|s| &s.conditions[..]),
+            "Stalled"
+        ),
+        Some("False")
+    );
     operator.shutdown().await.unwrap();
 }
 
@@ -185,19 +246,34 @@ async fn an_iotda_package_is_registered_deleted_vendor_side_and_orphaned_on_requ
     stage.provider_ready("hw").await;
     stage.package("meter", "hw", "iotda", "V3.0.1", 2).await;
     let package = stage.package_ready("meter").await;
-    let at = package.status.as_ref().unwrap().at_provider.clone().unwrap();
+    let at = package
+        .status
+        .as_ref()
+        .unwrap()
+        .at_provider
+        .clone()
+        .unwrap();
     let package_id = at.package_id.clone().expect("package id");
     assert_eq!(at.obs_bucket.as_deref(), Some("fw-bucket"));
     assert!(
-        at.obs_object_key.as_deref().unwrap().starts_with("otaplane/default/meter/V3.0.1/"),
+        at.obs_object_key
+            .as_deref()
+            .unwrap()
+            .starts_with("otaplane/default/meter/V3.0.1/"),
         "{at:?}"
     );
     let client = iotda_client(&stage);
-    assert_eq!(vendor_packages(&client, "V3.0.1").await, [package_id.clone()]);
+    assert_eq!(
+        vendor_packages(&client, "V3.0.1").await,
+        [package_id.clone()]
+    );
 
     delete_package(&stage, "meter").await;
     wait_gone(&stage, "meter").await;
-    assert!(vendor_packages(&client, "V3.0.1").await.is_empty(), "deleted vendor-side");
+    assert!(
+        vendor_packages(&client, "V3.0.1").await.is_empty(),
+        "deleted vendor-side"
+    );
 
     stage.package("kept", "hw", "iotda", "V3.0.2", 3).await;
     packages_api(&stage)
@@ -211,7 +287,11 @@ async fn an_iotda_package_is_registered_deleted_vendor_side_and_orphaned_on_requ
     stage.package_ready("kept").await;
     delete_package(&stage, "kept").await;
     wait_gone(&stage, "kept").await;
-    assert_eq!(vendor_packages(&client, "V3.0.2").await.len(), 1, "orphaned");
+    assert_eq!(
+        vendor_packages(&client, "V3.0.2").await.len(),
+        1,
+        "orphaned"
+    );
     operator.shutdown().await.unwrap();
 }
 
@@ -245,7 +325,10 @@ spec:
         })
         .await;
     let conditions = &package.status.as_ref().unwrap().conditions;
-    assert_eq!(reason(Some(conditions), "Stalled"), Some("ChecksumMismatch"));
+    assert_eq!(
+        reason(Some(conditions), "Stalled"),
+        Some("ChecksumMismatch")
+    );
     assert_eq!(condition(Some(conditions), "Ready"), Some("False"));
     assert_eq!(uploads(&stage), 0);
     assert_eq!(iotda_creates(&stage), 0);
@@ -308,7 +391,12 @@ async fn existing_vendor_packages_are_adopted_or_reported_as_conflicts() {
     assert_eq!(at.package_id.as_deref(), Some(existing.as_str()));
     assert_eq!(at.adopted, Some(true));
     assert_eq!(uploads(&stage), uploads_before, "adoption uploads nothing");
-    let reasons: Vec<String> = stage.events("adopt").await.into_iter().map(|e| e.0).collect();
+    let reasons: Vec<String> = stage
+        .events("adopt")
+        .await
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
     assert!(reasons.contains(&"Adopted".to_string()), "{reasons:?}");
 
     // Same version vendor-side, different image: a conflict, not an adoption.
@@ -321,7 +409,10 @@ async fn existing_vendor_packages_are_adopted_or_reported_as_conflicts() {
         .await;
     let conditions = package.status.unwrap().conditions;
     assert_eq!(reason(Some(&conditions), "Stalled"), Some("Conflict"));
-    assert_eq!(vendor_packages(&iotda_client(&stage), "V2.0.0").await.len(), 1);
+    assert_eq!(
+        vendor_packages(&iotda_client(&stage), "V2.0.0").await.len(),
+        1
+    );
 
     // The external-name annotation adopts a package by its vendor ID.
     let named = preregister(&stage, "other3", "V3.0.0", 10).await;
@@ -345,7 +436,13 @@ spec:
         .await;
     let package = stage.package_ready("named").await;
     assert_eq!(
-        package.status.unwrap().at_provider.unwrap().package_id.as_deref(),
+        package
+            .status
+            .unwrap()
+            .at_provider
+            .unwrap()
+            .package_id
+            .as_deref(),
         Some(named.as_str())
     );
     operator.shutdown().await.unwrap();
@@ -359,13 +456,27 @@ async fn a_vendor_package_deleted_behind_our_back_is_detected_by_one_list_and_re
     stage.provider_ready("hw").await;
     for (index, name) in ["a", "b", "c"].iter().enumerate() {
         stage
-            .package(name, "hw", "iotda", &format!("V1.0.{index}"), 20 + index as u8)
+            .package(
+                name,
+                "hw",
+                "iotda",
+                &format!("V1.0.{index}"),
+                20 + index as u8,
+            )
             .await;
     }
     let mut ids = Vec::new();
     for name in ["a", "b", "c"] {
         let package = stage.package_ready(name).await;
-        ids.push(package.status.unwrap().at_provider.unwrap().package_id.unwrap());
+        ids.push(
+            package
+                .status
+                .unwrap()
+                .at_provider
+                .unwrap()
+                .package_id
+                .unwrap(),
+        );
     }
     let client = iotda_client(&stage);
     client
@@ -378,20 +489,43 @@ async fn a_vendor_package_deleted_behind_our_back_is_detected_by_one_list_and_re
     let gets_before = stage.calls("GET", |route| route.contains("/ota-upgrades/packages/"));
     let package = stage
         .wait_for::<FirmwarePackage>("b", WAIT, |p| {
-            let id = p.status.as_ref().and_then(|s| s.at_provider.as_ref()).and_then(|a| a.package_id.clone());
-            id.is_some() && id.as_deref() != Some(ids[1].as_str())
+            let id = p
+                .status
+                .as_ref()
+                .and_then(|s| s.at_provider.as_ref())
+                .and_then(|a| a.package_id.clone());
+            id.is_some()
+                && id.as_deref() != Some(ids[1].as_str())
                 && condition(p.status.as_ref().map(|s| &s.conditions[..]), "Ready") == Some("True")
         })
         .await;
-    let new_id = package.status.unwrap().at_provider.unwrap().package_id.unwrap();
+    let new_id = package
+        .status
+        .unwrap()
+        .at_provider
+        .unwrap()
+        .package_id
+        .unwrap();
     assert_eq!(vendor_packages(&client, "V1.0.1").await, [new_id]);
     let reasons: Vec<String> = stage.events("b").await.into_iter().map(|e| e.0).collect();
-    assert!(reasons.contains(&"DriftDetected".to_string()), "{reasons:?}");
+    assert!(
+        reasons.contains(&"DriftDetected".to_string()),
+        "{reasons:?}"
+    );
     // Drift checks list per provider; the packages that did not drift are never fetched one by one.
     let gets = stage.calls("GET", |route| route.contains("/ota-upgrades/packages/")) - gets_before;
-    assert!(gets <= 1, "only the drifted package is confirmed individually, got {gets} GETs");
+    assert!(
+        gets <= 1,
+        "only the drifted package is confirmed individually, got {gets} GETs"
+    );
     for name in ["a", "c"] {
-        assert!(!stage.events(name).await.iter().any(|e| e.0 == "DriftDetected"));
+        assert!(
+            !stage
+                .events(name)
+                .await
+                .iter()
+                .any(|e| e.0 == "DriftDetected")
+        );
     }
     operator.shutdown().await.unwrap();
 }
@@ -403,10 +537,17 @@ async fn a_package_for_a_missing_or_wrong_provider_says_why() {
     stage.package("orphan", "nope", "iotda", "V1.0.0", 1).await;
     let package = stage
         .wait_for::<FirmwarePackage>("orphan", WAIT, |p| {
-            reason(p.status.as_ref().map(|s| &s.conditions[..]), "Ready") == Some("ProviderNotFound")
+            reason(p.status.as_ref().map(|s| &s.conditions[..]), "Ready")
+                == Some("ProviderNotFound")
         })
         .await;
-    assert_eq!(condition(package.status.as_ref().map(|s| &s.conditions[..]), "Stalled"), Some("False"));
+    assert_eq!(
+        condition(
+            package.status.as_ref().map(|s| &s.conditions[..]),
+            "Stalled"
+        ),
+        Some("False")
+    );
     // Creating the provider unblocks the package through the provider watch.
     stage.iotda_provider("nope").await;
     stage.package_ready("orphan").await;

@@ -26,7 +26,12 @@ pub struct RunArgs {
     #[arg(long, env = "OTAPLANE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
     /// Namespaces to watch, comma-separated; empty watches all namespaces.
-    #[arg(long, env = "OTAPLANE_WATCH_NAMESPACES", value_delimiter = ',', default_value = "")]
+    #[arg(
+        long,
+        env = "OTAPLANE_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
     pub watch_namespaces: Vec<String>,
     /// Take a Lease before acting, so only one replica works at a time.
     #[arg(long, env = "OTAPLANE_LEADER_ELECT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -57,7 +62,12 @@ pub struct RunArgs {
     pub resync_interval: String,
     /// Networks artifacts may be fetched from although denied by default (link-local,
     /// metadata), comma-separated CIDRs.
-    #[arg(long, env = "OTAPLANE_ARTIFACT_ALLOW_CIDRS", value_delimiter = ',', default_value = "")]
+    #[arg(
+        long,
+        env = "OTAPLANE_ARTIFACT_ALLOW_CIDRS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
     pub artifact_allow_cidrs: Vec<String>,
     /// How long shutdown waits for in-flight reconciles (an upload) before abandoning them.
     #[arg(long, env = "OTAPLANE_SHUTDOWN_GRACE", default_value = "25s")]
@@ -166,13 +176,14 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}

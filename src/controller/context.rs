@@ -64,7 +64,11 @@ impl Context {
         recorder: Recorder,
         fetcher: ArtifactFetcher,
         vendors: Arc<VendorClients>,
-        stores: (Store<OtaProvider>, Store<FirmwarePackage>, Store<UpgradeCampaign>),
+        stores: (
+            Store<OtaProvider>,
+            Store<FirmwarePackage>,
+            Store<UpgradeCampaign>,
+        ),
         package_trigger: UnboundedSender<ObjectRef<FirmwarePackage>>,
     ) -> Self {
         let (providers, packages, campaigns) = stores;
@@ -86,8 +90,7 @@ impl Context {
 
     /// The OtaProvider `name` in `namespace`, from the cache.
     pub fn provider(&self, namespace: &str, name: &str) -> Option<Arc<OtaProvider>> {
-        self.providers
-            .get(&ObjectRef::new(name).within(namespace))
+        self.providers.get(&ObjectRef::new(name).within(namespace))
     }
 
     /// The FirmwarePackage `name` in `namespace`, from the cache.
@@ -128,6 +131,10 @@ impl Context {
     where
         K: Resource<DynamicType = ()>,
     {
+        match type_ {
+            EventType::Normal => tracing::info!(reason, note = %note, "event"),
+            EventType::Warning => tracing::warn!(reason, note = %note, "event"),
+        }
         let event = Event {
             type_,
             reason: reason.to_string(),
@@ -135,11 +142,7 @@ impl Context {
             action: reason.to_string(),
             secondary: None,
         };
-        if let Err(err) = self
-            .recorder
-            .publish(&event, &obj.object_ref(&()))
-            .await
-        {
+        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
             tracing::warn!(error = %err, reason, "publishing an Event failed");
         }
     }
@@ -168,7 +171,9 @@ impl Context {
         let exponential = base
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
             .min(cap);
-        let delay = err.retry_after().map_or(exponential, |wait| wait.max(exponential));
+        let delay = err
+            .retry_after()
+            .map_or(exponential, |wait| wait.max(exponential));
         Action::requeue(with_jitter(delay))
     }
 

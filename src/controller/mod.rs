@@ -244,13 +244,14 @@ async fn run(
         metrics.leader.set(0);
         return Ok(());
     };
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &election.lease_name)
-        .with_namespace(&election.lease_namespace)
-        .with_identity(&election.identity)
-        .with_duration(election.lease_duration.as_secs().max(1))
-        .with_grace(election.renew_grace.as_secs().max(1))
-        .build()
-        .await?;
+    let manager =
+        kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &election.lease_name)
+            .with_namespace(&election.lease_namespace)
+            .with_identity(&election.identity)
+            .with_duration(election.lease_duration.as_secs().max(1))
+            .with_grace(election.renew_grace.as_secs().max(1))
+            .build()
+            .await?;
     let (mut leader, lease_task) = manager.watch().await;
     // A standby is healthy and ready: it takes over when the leader goes.
     health.set_ready(true);
@@ -344,7 +345,9 @@ impl Shared {
         }
         tracing::info!(grace = ?grace, "shutting down: waiting for in-flight reconciles");
         if tokio::time::timeout(grace, controllers).await.is_err() {
-            tracing::warn!("shutdown grace period over: in-flight reconciles (uploads) abandoned; they restart from a vendor lookup");
+            tracing::warn!(
+                "shutdown grace period over: in-flight reconciles (uploads) abandoned; they restart from a vendor lookup"
+            );
         }
     }
 
@@ -430,7 +433,9 @@ impl Shared {
                         .state()
                         .into_iter()
                         .filter(|provider| provider.namespace() == namespace)
-                        .filter(|provider| referenced_secrets(&provider.spec).contains(&name.as_str()))
+                        .filter(|provider| {
+                            referenced_secrets(&provider.spec).contains(&name.as_str())
+                        })
                         .map(|provider| ObjectRef::from_obj(&*provider))
                         .collect::<Vec<_>>()
                 },
@@ -455,7 +460,9 @@ impl Shared {
                     of_provider
                         .state()
                         .into_iter()
-                        .filter(|pkg| pkg.namespace() == namespace && pkg.spec.provider_ref.name == name)
+                        .filter(|pkg| {
+                            pkg.namespace() == namespace && pkg.spec.provider_ref.name == name
+                        })
                         .map(|pkg| ObjectRef::from_obj(&*pkg))
                         .collect::<Vec<_>>()
                 },
@@ -480,7 +487,11 @@ impl Shared {
                         .into_iter()
                         .filter(|pkg| pkg.namespace() == namespace)
                         .filter(|pkg| {
-                            pkg.spec.artifact.headers_secret_ref.as_ref().is_some_and(|r| r.name == name)
+                            pkg.spec
+                                .artifact
+                                .headers_secret_ref
+                                .as_ref()
+                                .is_some_and(|r| r.name == name)
                         })
                         .map(|pkg| ObjectRef::from_obj(&*pkg))
                         .collect::<Vec<_>>()
@@ -523,7 +534,10 @@ fn tokio_stream_from<T: Send + 'static>(
 fn traced<K, F, Fut>(
     kind: &'static str,
     reconcile: F,
-) -> impl FnMut(Arc<K>, Arc<Context>) -> futures::future::BoxFuture<'static, Result<Action, ControllerError>>
+) -> impl FnMut(
+    Arc<K>,
+    Arc<Context>,
+) -> futures::future::BoxFuture<'static, Result<Action, ControllerError>>
 where
     K: Resource + Send + Sync + 'static,
     F: Fn(Arc<K>, Arc<Context>) -> Fut + Copy + Send + 'static,

@@ -84,8 +84,13 @@ async fn apply(package: Arc<FirmwarePackage>, ctx: &Context) -> Result<Action, C
     if last != status {
         ctx.write_status(&*package, &status).await?;
         if let Outcome::Stalled { reason, message } = &outcome {
-            ctx.event(&*package, EventType::Warning, "Failed", format!("{reason}: {message}"))
-                .await;
+            ctx.event(
+                &*package,
+                EventType::Warning,
+                "Failed",
+                format!("{reason}: {message}"),
+            )
+            .await;
         }
     }
     result
@@ -102,7 +107,10 @@ async fn sync(
         Ok(resolved) => resolved,
         Err(waiting) => return Ok(waiting),
     };
-    let client = ctx.vendors.client_for(&ctx.kube, &resolved.provider).await?;
+    let client = ctx
+        .vendors
+        .client_for(&ctx.kube, &resolved.provider)
+        .await?;
 
     if let Some(external_id) = status
         .at_provider
@@ -175,7 +183,9 @@ fn resolve(
         return Ok(Err((
             Outcome::Waiting {
                 reason: "ProviderNotFound".into(),
-                message: format!("OtaProvider {provider_name} does not exist in namespace {namespace}"),
+                message: format!(
+                    "OtaProvider {provider_name} does not exist in namespace {namespace}"
+                ),
             },
             Action::await_change(),
         )));
@@ -268,7 +278,9 @@ fn available(resolved: &Resolved, external_id: &str) -> Outcome {
     Outcome::Ready {
         reason: "Available".into(),
         message: match resolved.vendor {
-            Vendor::Iotaap => "artifact verified; IoTaaP receives it per device when a campaign deploys it".into(),
+            Vendor::Iotaap => {
+                "artifact verified; IoTaaP receives it per device when a campaign deploys it".into()
+            }
             vendor => format!("registered with {vendor} as {external_id}"),
         },
     }
@@ -329,7 +341,10 @@ async fn adopt(
         ),
     )
     .await;
-    Ok((available(resolved, &found.external_id), Action::await_change()))
+    Ok((
+        available(resolved, &found.external_id),
+        Action::await_change(),
+    ))
 }
 
 /// Fetches, verifies and registers the artifact; records the external ID at once.
@@ -361,19 +376,17 @@ async fn register(
     }
     let request = artifact_request(package, ctx).await?;
     let (artifact, registered) = match client {
-        VendorClient::ThingSpace(thingspace) => {
-            crate::pipeline::fetch_and_register_thingspace(
-                &ctx.fetcher,
-                &request,
-                thingspace,
-                &resolved.spec,
-            )
-            .await
-            .map_err(|err| match err {
-                crate::pipeline::PipelineError::Artifact(err) => ControllerError::Artifact(err),
-                crate::pipeline::PipelineError::Vendor(err) => ControllerError::Vendor(err),
-            })?
-        }
+        VendorClient::ThingSpace(thingspace) => crate::pipeline::fetch_and_register_thingspace(
+            &ctx.fetcher,
+            &request,
+            thingspace,
+            &resolved.spec,
+        )
+        .await
+        .map_err(|err| match err {
+            crate::pipeline::PipelineError::Artifact(err) => ControllerError::Artifact(err),
+            crate::pipeline::PipelineError::Vendor(err) => ControllerError::Vendor(err),
+        })?,
         _ => {
             let artifact = ctx.fetcher.fetch(&request).await?;
             let registered = client
@@ -526,8 +539,13 @@ async fn cleanup(package: Arc<FirmwarePackage>, ctx: &Context) -> Result<Action,
             &now(),
         ) {
             ctx.write_status(&*package, &status).await?;
-            ctx.event(&*package, EventType::Warning, "DeletionBlocked", message.clone())
-                .await;
+            ctx.event(
+                &*package,
+                EventType::Warning,
+                "DeletionBlocked",
+                message.clone(),
+            )
+            .await;
         }
         return Err(ControllerError::DeletionBlocked(message));
     }

@@ -40,7 +40,11 @@ pub async fn reconcile(
     let was_ready = find_condition(&last.conditions, READY).is_some_and(|c| c.status == "True");
 
     let authenticated = match ctx.vendors.client_for(&ctx.kube, &provider).await {
-        Ok(client) => client.authenticate().await.map(|()| client).map_err(Into::into),
+        Ok(client) => client
+            .authenticate()
+            .await
+            .map(|()| client)
+            .map_err(Into::into),
         Err(err) => Err(err),
     };
     let (outcome, result) = match authenticated {
@@ -117,7 +121,13 @@ async fn check_drift(provider: &OtaProvider, client: &VendorClient, ctx: &Contex
                 && pkg.metadata.deletion_timestamp.is_none()
         })
         .filter_map(|pkg| {
-            let external_id = pkg.status.as_ref()?.at_provider.as_ref()?.external_id.clone()?;
+            let external_id = pkg
+                .status
+                .as_ref()?
+                .at_provider
+                .as_ref()?
+                .external_id
+                .clone()?;
             Some((ObjectRef::from_obj(&*pkg), external_id))
         })
         .collect();

@@ -201,8 +201,8 @@ fn build_client(
             username: secret.require("username")?.expose().to_string(),
             password: secret.require("password")?,
         };
-        let client = ThingSpaceClient::new(config, policy.clone(), limit)?
-            .with_observer(observer.clone());
+        let client =
+            ThingSpaceClient::new(config, policy.clone(), limit)?.with_observer(observer.clone());
         return Ok(VendorClient::ThingSpace(client));
     }
     if let Some(iotda) = &spec.iotda {
@@ -229,9 +229,10 @@ fn build_client(
         };
         let iam = match &iotda.iam {
             Some(iam) => Some(IamLogin {
-                endpoint: iam.endpoint.clone().unwrap_or_else(|| {
-                    format!("https://iam.{}.myhuaweicloud.com", iotda.region)
-                }),
+                endpoint: iam
+                    .endpoint
+                    .clone()
+                    .unwrap_or_else(|| format!("https://iam.{}.myhuaweicloud.com", iotda.region)),
                 domain: iam.domain_name.clone(),
                 user: secret.require("username")?.expose().to_string(),
                 password: secret.require("password")?,

@@ -181,11 +181,19 @@ mod tests {
         assert!(apply_outcome(&mut conditions, &retry, Some(2), &now(20)));
         assert_eq!(status_of(&conditions, READY), ("True", "Available"));
         assert_eq!(
-            find_condition(&conditions, READY).unwrap().observed_generation,
+            find_condition(&conditions, READY)
+                .unwrap()
+                .observed_generation,
             Some(2)
         );
-        assert_eq!(status_of(&conditions, SYNCED), ("False", "VendorUnavailable"));
-        assert_eq!(status_of(&conditions, RECONCILING), ("True", "VendorUnavailable"));
+        assert_eq!(
+            status_of(&conditions, SYNCED),
+            ("False", "VendorUnavailable")
+        );
+        assert_eq!(
+            status_of(&conditions, RECONCILING),
+            ("True", "VendorUnavailable")
+        );
     }
 
     #[test]
@@ -197,13 +205,12 @@ mod tests {
         };
         apply_outcome(&mut conditions, &stalled, Some(3), &now(10));
         assert_eq!(status_of(&conditions, READY), ("False", "ChecksumMismatch"));
-        assert_eq!(status_of(&conditions, STALLED), ("True", "ChecksumMismatch"));
-        assert_eq!(status_of(&conditions, RECONCILING).0, "False");
-        assert!(
-            conditions
-                .iter()
-                .all(|c| c.observed_generation == Some(3))
+        assert_eq!(
+            status_of(&conditions, STALLED),
+            ("True", "ChecksumMismatch")
         );
+        assert_eq!(status_of(&conditions, RECONCILING).0, "False");
+        assert!(conditions.iter().all(|c| c.observed_generation == Some(3)));
     }
 
     #[test]
