@@ -427,17 +427,9 @@ impl Shared {
                 api::<KubeSecret>(client, namespace),
                 watcher::Config::default().any_semantic(),
                 move |secret| {
-                    let namespace = secret.namespace();
-                    let name = secret.name_any();
-                    by_secret
-                        .state()
-                        .into_iter()
-                        .filter(|provider| provider.namespace() == namespace)
-                        .filter(|provider| {
-                            referenced_secrets(&provider.spec).contains(&name.as_str())
-                        })
-                        .map(|provider| ObjectRef::from_obj(&*provider))
-                        .collect::<Vec<_>>()
+                    dependents(&by_secret, &secret, |provider, name| {
+                        referenced_secrets(&provider.spec).contains(&name)
+                    })
                 },
             )
             .graceful_shutdown_on(stop.clone())
@@ -455,16 +447,9 @@ impl Shared {
                 api::<OtaProvider>(client, namespace),
                 config.clone(),
                 move |provider| {
-                    let namespace = provider.namespace();
-                    let name = provider.name_any();
-                    of_provider
-                        .state()
-                        .into_iter()
-                        .filter(|pkg| {
-                            pkg.namespace() == namespace && pkg.spec.provider_ref.name == name
-                        })
-                        .map(|pkg| ObjectRef::from_obj(&*pkg))
-                        .collect::<Vec<_>>()
+                    dependents(&of_provider, &provider, |pkg, name| {
+                        pkg.spec.provider_ref.name == name
+                    })
                 },
             )
             .watches(
@@ -480,21 +465,13 @@ impl Shared {
                 api::<KubeSecret>(client, namespace),
                 watcher::Config::default().any_semantic(),
                 move |secret| {
-                    let namespace = secret.namespace();
-                    let name = secret.name_any();
-                    of_headers
-                        .state()
-                        .into_iter()
-                        .filter(|pkg| pkg.namespace() == namespace)
-                        .filter(|pkg| {
-                            pkg.spec
-                                .artifact
-                                .headers_secret_ref
-                                .as_ref()
-                                .is_some_and(|r| r.name == name)
-                        })
-                        .map(|pkg| ObjectRef::from_obj(&*pkg))
-                        .collect::<Vec<_>>()
+                    dependents(&of_headers, &secret, |pkg, name| {
+                        pkg.spec
+                            .artifact
+                            .headers_secret_ref
+                            .as_ref()
+                            .is_some_and(|r| r.name == name)
+                    })
                 },
             )
             .reconcile_on(tokio_stream_from(drifted))
@@ -520,6 +497,27 @@ impl Shared {
         };
         (ready, run)
     }
+}
+
+/// The cached objects in `changed`'s namespace that refer to it by name, to re-queue them.
+fn dependents<K, C>(
+    store: &kube::runtime::reflector::Store<K>,
+    changed: &C,
+    refers_to: impl Fn(&K, &str) -> bool,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+    C: Resource,
+{
+    let namespace = changed.meta().namespace.as_deref();
+    let name = changed.meta().name.as_deref().unwrap_or_default();
+    store
+        .state()
+        .into_iter()
+        .filter(|object| object.meta().namespace.as_deref() == namespace)
+        .filter(|object| refers_to(object, name))
+        .map(|object| ObjectRef::from_obj(&*object))
+        .collect()
 }
 
 fn tokio_stream_from<T: Send + 'static>(
