@@ -110,7 +110,7 @@ async fn a_thingspace_package_is_uploaded_once_and_a_quiet_reconcile_writes_noth
     );
     assert_eq!(
         vendor_packages(&thingspace_client(&stage), "4.0.0").await,
-        [file_name.clone()]
+        std::slice::from_ref(&file_name)
     );
     assert_eq!(uploads(&stage), 1);
     let reasons: Vec<String> = stage
@@ -265,7 +265,7 @@ async fn an_iotda_package_is_registered_deleted_vendor_side_and_orphaned_on_requ
     let client = iotda_client(&stage);
     assert_eq!(
         vendor_packages(&client, "V3.0.1").await,
-        [package_id.clone()]
+        std::slice::from_ref(&package_id)
     );
 
     delete_package(&stage, "meter").await;

@@ -13,6 +13,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use rand::Rng;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -135,11 +136,15 @@ impl Context {
             EventType::Normal => tracing::info!(reason, note = %note, "event"),
             EventType::Warning => tracing::warn!(reason, note = %note, "event"),
         }
+        // kube's recorder folds events with the same type, reason and action into one series
+        // that keeps the first note. The action carries a digest of the note, so repeats of the
+        // same message still fold while "wave 1 started" does not vanish into "wave 0 started".
+        let digest = Sha256::digest(note.as_bytes());
         let event = Event {
             type_,
             reason: reason.to_string(),
+            action: format!("{reason}-{}", hex::encode(&digest[..4])),
             note: Some(truncate(note, 1000)),
-            action: reason.to_string(),
             secondary: None,
         };
         if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {

@@ -199,7 +199,7 @@ mod tests {
     #[test]
     fn exported_names_follow_prometheus_conventions() {
         let metrics = Arc::new(Metrics::default());
-        let _timer = metrics.reconcile_started("FirmwarePackage");
+        drop(metrics.reconcile_started("FirmwarePackage"));
         metrics.reconcile_failed("FirmwarePackage", "VendorThrottled");
         metrics
             .call_observer()

@@ -311,8 +311,15 @@ impl IotaapClient {
             .filter(|device| done.get(&device.id).map(String::as_str) != Some(version))
             .collect();
         let jwt = self.jwt().await?;
-        futures::stream::iter(todo)
+        // The uploads are built before streaming them (they only start when polled): a closure
+        // taking `&IotaapDevice` held inside the stream makes rustc unable to prove this future
+        // `Send` for every lifetime ("implementation of `FnOnce` is not general enough"), which
+        // the campaign controller's reconcile future must be.
+        let uploads: Vec<_> = todo
+            .into_iter()
             .map(|device| self.deploy_one(device, version, image, &jwt))
+            .collect();
+        futures::stream::iter(uploads)
             .buffer_unordered(self.config.deploy_concurrency.max(1))
             .try_collect::<Vec<()>>()
             .await?;

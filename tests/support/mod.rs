@@ -38,9 +38,15 @@ pub fn quick_policy() -> HttpPolicy {
 
 /// The demo ThingSpace account, logging in with `password`.
 pub fn thingspace(sim: &SimHandle, password: &str) -> ThingSpaceClient {
+    thingspace_at(&sim.thingspace_url(), password)
+}
+
+/// The demo ThingSpace account of a simulator whose ThingSpace base URL (`http://HOST/api`)
+/// is `base_url`, for a simulator in another process.
+pub fn thingspace_at(base_url: &str, password: &str) -> ThingSpaceClient {
     ThingSpaceClient::new(
         ThingSpaceConfig {
-            base_url: format!("{}/api", sim.base_url),
+            base_url: base_url.into(),
             account_name: "0000123456-00001".into(),
             app_key: Secret::new("demo-client-id"),
             app_secret: Secret::new("demo-client-secret"),
@@ -60,11 +66,30 @@ pub fn iotda(
     part_size: u64,
     key_prefix: &str,
 ) -> IotdaClient {
-    iotda_client(sim, signing, part_size, key_prefix, None)
+    iotda_client(
+        &sim.iotda_url(),
+        &sim.obs_url,
+        signing,
+        part_size,
+        key_prefix,
+        None,
+    )
+}
+
+/// [`iotda`] for a simulator in another process, reached at `iotda_url` and `obs_url`.
+pub fn iotda_at(
+    iotda_url: &str,
+    obs_url: &str,
+    signing: SigningChoice,
+    part_size: u64,
+    key_prefix: &str,
+) -> IotdaClient {
+    iotda_client(iotda_url, obs_url, signing, part_size, key_prefix, None)
 }
 
 fn iotda_client(
-    sim: &SimHandle,
+    iotda_url: &str,
+    obs_url: &str,
     signing: SigningChoice,
     part_size: u64,
     key_prefix: &str,
@@ -72,7 +97,7 @@ fn iotda_client(
 ) -> IotdaClient {
     let obs = ObsClient::new(
         ObsConfig {
-            endpoint: sim.obs_url.clone(),
+            endpoint: obs_url.into(),
             region: "cn-north-4".into(),
             bucket: "fw-bucket".into(),
             path_style: true,
@@ -86,7 +111,7 @@ fn iotda_client(
     .unwrap();
     IotdaClient::new(
         IotdaConfig {
-            endpoint: sim.base_url.clone(),
+            endpoint: iotda_url.into(),
             project_id: IOTDA_PROJECT.into(),
             instance_id: Some("inst-0001".into()),
             region: "cn-north-4".into(),
@@ -112,7 +137,14 @@ pub fn iotda_with_iam(sim: &SimHandle, password: &str) -> IotdaClient {
         user: "demo-user".into(),
         password: Secret::new(password),
     };
-    iotda_client(sim, SigningChoice::Automatic, 16 << 20, "", Some(iam))
+    iotda_client(
+        &sim.iotda_url(),
+        &sim.obs_url,
+        SigningChoice::Automatic,
+        16 << 20,
+        "",
+        Some(iam),
+    )
 }
 
 /// The demo IoTaaP user, logging in with `password`.

@@ -67,14 +67,16 @@ impl Stage {
         let sim = sim::start(config).await.expect("simulator starts");
         let app = Router::new().route(
             "/{file}",
-            get(|axum::extract::Path(file): axum::extract::Path<String>| async move {
-                let seed = file
-                    .trim_start_matches("fw-")
-                    .trim_end_matches(".bin")
-                    .parse::<u8>()
-                    .unwrap_or(0);
-                firmware(seed, FIRMWARE_SIZE)
-            }),
+            get(
+                |axum::extract::Path(file): axum::extract::Path<String>| async move {
+                    let seed = file
+                        .trim_start_matches("fw-")
+                        .trim_end_matches(".bin")
+                        .parse::<u8>()
+                        .unwrap_or(0);
+                    firmware(seed, FIRMWARE_SIZE)
+                },
+            ),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let artifacts = format!("http://{}", listener.local_addr().unwrap());
@@ -243,7 +245,10 @@ spec:
     pub async fn iotaap_provider(&self, name: &str) {
         self.secret(
             &format!("{name}-credentials"),
-            &[("email", "demo@iotaap.local"), ("password", "demo-password")],
+            &[
+                ("email", "demo@iotaap.local"),
+                ("password", "demo-password"),
+            ],
         )
         .await;
         self.apply(&format!(

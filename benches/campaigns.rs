@@ -1,0 +1,185 @@
+//! Campaign benchmark: 10 UpgradeCampaigns of 10,000 devices each, running at once, on
+//! kube-lite, the vendor simulator and the operator, all in this process. Once for ThingSpace
+//! and once for IoTDA, each campaign in waves of 10%, 50% and 100%. Prints the wall time until
+//! every campaign Succeeded at a fixed simulator time scale, vendor calls per campaign (by
+//! route), the size of the largest campaign status, and the peak RSS of the whole process
+//! (operator, kube-lite and simulator together: an upper bound for the operator).
+//!
+//! `cargo bench --bench campaigns` (campaigns: `OTAPLANE_BENCH_CAMPAIGNS`, default 10; devices
+//! each: `OTAPLANE_BENCH_DEVICES`, default 10000; vendors: `OTAPLANE_BENCH_VENDORS`, default
+//! `thingspace,iotda`; the peak RSS is the process's, so run one vendor for its own figure).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use otaplane::api::{
+    CampaignPhase, LocalObjectReference, Strategy, UpgradeCampaign, UpgradeCampaignSpec, Waves,
+};
+use otaplane::sim::SimConfig;
+use otaplane::sim::fleet::UpgradeTiming;
+use support::operator::{NAMESPACE, Stage};
+
+/// Virtual seconds per real second.
+const TIME_SCALE: f64 = 600.0;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The simulator: an upgrade takes about 8 virtual seconds; the virtual clock starts at today's
+/// midnight (UTC), so ThingSpace campaigns that start "today" are valid.
+fn sim_config() -> SimConfig {
+    let mut config = SimConfig {
+        time_scale: TIME_SCALE,
+        start_time: Some(
+            jiff::Timestamp::now()
+                .to_zoned(jiff::tz::TimeZone::UTC)
+                .start_of_day()
+                .expect("midnight exists")
+                .timestamp(),
+        ),
+        ..SimConfig::default()
+    };
+    config.fleet.timing = UpgradeTiming {
+        queue_secs: 2.0,
+        download_secs: 4.0,
+        install_secs: 2.0,
+        jitter: 0.25,
+    };
+    config.thingspace.token_lifetime_secs = 30 * 24 * 3600;
+    config.thingspace.session_idle_secs = 30 * 24 * 3600;
+    config.thingspace.validation_delay_secs = 1;
+    config.iotda.initializing_secs = 1;
+    config
+}
+
+fn campaign(index: usize, devices: usize) -> UpgradeCampaign {
+    UpgradeCampaign::new(
+        &format!("campaign-{index}"),
+        UpgradeCampaignSpec {
+            package_ref: LocalObjectReference::new("fw"),
+            devices: (0..devices)
+                .map(|i| format!("c{index}-dev-{i:06}"))
+                .collect(),
+            strategy: Some(Strategy {
+                waves: Some(Waves {
+                    percentages: Some(vec![10, 50, 100]),
+                    size: None,
+                }),
+                ..Strategy::default()
+            }),
+            ..UpgradeCampaignSpec::default()
+        },
+    )
+}
+
+fn rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+async fn run(vendor: &str, campaigns: usize, devices: usize) {
+    let stage = Stage::start_with(sim_config()).await;
+    let operator = stage.operator().await;
+    match vendor {
+        "thingspace" => stage.thingspace_provider("acct", "demo-password").await,
+        _ => stage.iotda_provider("acct").await,
+    }
+    stage.provider_ready("acct").await;
+    stage.package("fw", "acct", vendor, "2.0.0", 7).await;
+    stage.package_ready("fw").await;
+    stage.sim.state.calls.reset();
+    let rss_before = rss_mib().unwrap_or_default();
+
+    let api: Api<UpgradeCampaign> = Api::namespaced(stage.client.clone(), NAMESPACE);
+    let start = Instant::now();
+    for index in 0..campaigns {
+        api.create(&PostParams::default(), &campaign(index, devices))
+            .await
+            .expect("create");
+    }
+    let created = start.elapsed();
+    let items = loop {
+        let items = api.list(&ListParams::default()).await.unwrap().items;
+        let done = items
+            .iter()
+            .filter(|c| c.status.as_ref().and_then(|s| s.phase) == Some(CampaignPhase::Succeeded))
+            .count();
+        if done == campaigns {
+            break items;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(900),
+            "only {done}/{campaigns} campaigns Succeeded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let finished = start.elapsed();
+
+    let mut by_route: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for call in stage.sim.state.calls.snapshot() {
+        *by_route.entry((call.method, call.route)).or_default() += call.count;
+    }
+    let total: u64 = by_route.values().sum();
+    let largest_status = items
+        .iter()
+        .map(|c| serde_json::to_vec(&c.status).unwrap().len())
+        .max()
+        .unwrap_or(0);
+    let succeeded: i64 = items
+        .iter()
+        .filter_map(|c| c.status.as_ref()?.counts.as_ref().map(|n| n.succeeded))
+        .sum();
+
+    println!(
+        "campaigns/{vendor}: {campaigns} campaigns x {devices} devices, waves 10%/50%/100%, sim time scale x{TIME_SCALE}"
+    );
+    println!(
+        "  created in {:.2} s; all Succeeded after {:.2} s wall time ({succeeded} devices upgraded)",
+        created.as_secs_f64(),
+        finished.as_secs_f64()
+    );
+    println!(
+        "  vendor calls: {total} ({:.1} per campaign)",
+        total as f64 / campaigns as f64
+    );
+    for ((method, route), count) in &by_route {
+        println!(
+            "    {method:6} {route}: {count} ({:.1} per campaign)",
+            *count as f64 / campaigns as f64
+        );
+    }
+    println!("  largest status: {largest_status} bytes");
+    println!(
+        "  RSS before the campaigns {:.0} MiB, now {:.0} MiB; process peak RSS {:.0} MiB",
+        rss_before,
+        rss_mib().unwrap_or_default(),
+        common::peak_rss_mib().unwrap_or_default()
+    );
+    operator.shutdown().await.expect("operator stops");
+}
+
+fn main() {
+    let campaigns = env_or("OTAPLANE_BENCH_CAMPAIGNS", 10);
+    let devices = env_or("OTAPLANE_BENCH_DEVICES", 10_000);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async move {
+        let vendors = std::env::var("OTAPLANE_BENCH_VENDORS")
+            .unwrap_or_else(|_| "thingspace,iotda".to_string());
+        for vendor in vendors.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+            run(vendor, campaigns, devices).await;
+        }
+    });
+}
