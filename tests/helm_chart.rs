@@ -1009,10 +1009,15 @@ async fn helm_installs_and_upgrades_the_release() {
 
     // Uninstalling removes the operator but keeps the CRDs (helm.sh/resource-policy: keep), so
     // no custom resource is lost with them.
-    let uninstalled = kube.helm(&["uninstall", RELEASE, "--namespace", NAMESPACE]).await;
+    let uninstalled = kube
+        .helm(&["uninstall", RELEASE, "--namespace", NAMESPACE])
+        .await;
     assert!(uninstalled.contains("uninstalled"), "{uninstalled}");
     let (found, _) = kube
-        .run(kubectl_bin(), &["get", "deployment", RELEASE, "-n", NAMESPACE])
+        .run(
+            kubectl_bin(),
+            &["get", "deployment", RELEASE, "-n", NAMESPACE],
+        )
         .await;
     assert!(!found, "the Deployment is gone");
     let crds = kube.kubectl(&["get", "crd"]).await;

@@ -186,7 +186,9 @@ fn decode_kind(kind: &str, raw: &[u8]) -> Result<Value, String> {
             ("DeleteOptions", (3, Wire::Varint(v))) => {
                 drop(obj.insert("orphanDependents".into(), json!(v != 0)))
             }
-            ("DeleteOptions", (4, Wire::Bytes(b))) => insert_text(&mut obj, "propagationPolicy", b)?,
+            ("DeleteOptions", (4, Wire::Bytes(b))) => {
+                insert_text(&mut obj, "propagationPolicy", b)?
+            }
             ("DeleteOptions", (5, Wire::Bytes(b))) => push_string(&mut obj, "dryRun", b)?,
             ("ConfigMap" | "Secret" | "Namespace" | "ServiceAccount" | "DeleteOptions", _) => {}
             _ => {
