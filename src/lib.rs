@@ -10,9 +10,12 @@
 //! - [`artifact`]: streaming fetch of firmware images (hash, size limit, URL policy, spool);
 //!   [`pipeline`] uploads while downloading.
 //! - [`sim`]: the vendor simulator behind `otaplane sim`.
+//! - [`dev`]: `otaplane dev`, the API server stand-in, simulator, artifact server and operator
+//!   in one process, with the demo manifests of `examples/dev/`.
 pub mod api;
 pub mod artifact;
 pub mod controller;
+pub mod dev;
 pub mod pipeline;
 pub mod reconcile;
 pub mod signing;

@@ -36,6 +36,25 @@ SIGTERM or Ctrl-C shuts down gracefully: in-flight reconciles get --shutdown-gra
 Every flag can also be set with the environment variable shown."
     )]
     Run(otaplane::controller::args::RunArgs),
+    /// Everything in one process, on loopback, no cluster or network needed: an in-memory
+    /// Kubernetes API, the vendor simulator, an artifact server and the operator, rolling the
+    /// demo firmware out to a simulated fleet on all three vendors.
+    #[command(
+        long_about = "Run the whole system in one process, on loopback, with no cluster, vendor \
+account or network: kube-lite (an in-memory Kubernetes API server) with the otaplane CRDs, the \
+vendor simulator with a demo fleet on a fast clock (--time-scale), a loopback server for a demo \
+firmware image, and the operator. It then applies the manifests of examples/dev/ (a Secret, \
+OtaProvider, FirmwarePackage and 3-wave UpgradeCampaign for ThingSpace, IoTDA and IoTaaP; \
+${SIM_URL}, ${OBS_URL}, ${ARTIFACT_URL} and ${ARTIFACT_SHA256} are filled in at run time), \
+shows a progress bar per campaign from its status (lines instead of bars when stderr is not a \
+terminal), and when every campaign ended prints a summary like `kubectl get ota`. \
+Exit status: 0 when every provider and package is Ready and every campaign Succeeded, 1 when \
+something did not succeed, 2 when --timeout passed first, 130 when interrupted. With --serve \
+everything keeps running afterwards and a kubeconfig is written to --kubeconfig-out, so the \
+real kubectl can watch and change the resources (`kubectl --kubeconfig FILE get ota -w`), \
+until Ctrl-C; the exit status is then the rollout's."
+    )]
+    Dev(otaplane::dev::DevArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,6 +72,21 @@ fn main() -> std::process::ExitCode {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("otaplane run: {err}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Dev(args) => {
+            let outcome = tokio::runtime::Runtime::new()
+                .map_err(|source| otaplane::dev::DevError::Io {
+                    context: "starting the runtime".to_owned(),
+                    source,
+                })
+                .and_then(|runtime| runtime.block_on(otaplane::dev::run(args)));
+            match outcome {
+                Ok(outcome) => outcome.exit_code(),
+                Err(err) => {
+                    eprintln!("otaplane dev: {err}");
                     std::process::ExitCode::FAILURE
                 }
             }
