@@ -138,3 +138,32 @@ async fn shutdown_during_an_upload_abandons_it_cleanly_and_a_restart_finishes_it
     assert_eq!(registered, 1);
     operator.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_stop_before_the_caches_fill_does_not_wait_for_them() {
+    // An API server that never answers: the caches can never fill.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let config = kube::Config::new(url.parse().unwrap());
+    let client = kube::Client::try_from(config).unwrap();
+    let settings = otaplane::controller::Settings {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        shutdown_grace: Duration::from_millis(200),
+        ..otaplane::controller::Settings::default()
+    };
+    let operator = otaplane::controller::start(settings, client).await.unwrap();
+    let ready = reqwest::get(format!("http://{}/readyz", operator.http_addr))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503, "not ready while the caches are empty");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(30), operator.shutdown()).await;
+    assert!(stopped.is_ok(), "shutdown hung waiting for caches that never fill");
+    held.abort();
+}

@@ -335,13 +335,17 @@ impl Shared {
         let readiness = async move {
             futures::future::join_all(ready).await;
             health.set_ready(true);
+            futures::future::pending::<()>().await;
         };
         let grace = self.settings.shutdown_grace;
         let controllers = futures::future::join_all(runs);
         tokio::pin!(controllers);
+        // A stop before the caches are filled must not wait for them: the grace period starts
+        // with the stop request either way.
         tokio::select! {
             _ = &mut controllers => return,
-            _ = futures::future::join(shutdown, readiness) => {}
+            () = shutdown => {}
+            () = readiness => {}
         }
         tracing::info!(grace = ?grace, "shutting down: waiting for in-flight reconciles");
         if tokio::time::timeout(grace, controllers).await.is_err() {
@@ -442,6 +446,7 @@ impl Shared {
 
         let of_provider = package_store.clone();
         let of_headers = package_store.clone();
+        let of_campaign = package_store.clone();
         let packages = packages
             .watches(
                 api::<OtaProvider>(client, namespace),
@@ -455,10 +460,16 @@ impl Shared {
             .watches(
                 api::<UpgradeCampaign>(client, namespace),
                 config.clone(),
-                |campaign| {
-                    campaign.namespace().map(|namespace| {
-                        ObjectRef::new(&campaign.spec.package_ref.name).within(&namespace)
-                    })
+                move |campaign| {
+                    // Only a package waiting to be deleted cares about its campaigns (a deletion
+                    // blocked until they end); others would be woken for nothing.
+                    let namespace = campaign.namespace()?;
+                    let package =
+                        ObjectRef::new(&campaign.spec.package_ref.name).within(&namespace);
+                    of_campaign
+                        .get(&package)
+                        .filter(|pkg| pkg.metadata.deletion_timestamp.is_some())
+                        .map(|_| package)
                 },
             )
             .watches(
