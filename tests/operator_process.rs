@@ -164,6 +164,9 @@ async fn a_stop_before_the_caches_fill_does_not_wait_for_them() {
     assert_eq!(ready.status(), 503, "not ready while the caches are empty");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let stopped = tokio::time::timeout(Duration::from_secs(30), operator.shutdown()).await;
-    assert!(stopped.is_ok(), "shutdown hung waiting for caches that never fill");
+    assert!(
+        stopped.is_ok(),
+        "shutdown hung waiting for caches that never fill"
+    );
     held.abort();
 }
