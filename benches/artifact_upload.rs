@@ -1,8 +1,9 @@
 //! Benchmark: a random artifact (1 GiB by default; `OTAPLANE_BENCH_MIB` to change) served over
 //! loopback, fetched and hashed to a spool file, then uploaded to the simulator through OBS
-//! multipart (IoTDA) and ThingSpace multipart. Prints wall times, the ratio to
-//! `openssl dgst -sha256` of the same file, and the peak RSS of this process (which also runs
-//! the simulator and the artifact server).
+//! multipart (IoTDA) and ThingSpace multipart, then both again in one pass (uploading while
+//! downloading). Prints wall times, the ratio to `openssl dgst -sha256` of the same file, and
+//! the peak RSS of this process (which also runs the simulator and the artifact server;
+//! `artifact_upload_external` runs them in their own processes).
 //!
 //! Run: `cargo bench --bench artifact_upload`
 
@@ -11,7 +12,7 @@ use std::{io::Write, net::SocketAddr, path::PathBuf, time::Instant};
 use axum::{Router, body::Body, http::header, response::IntoResponse, routing::get};
 use otaplane::{
     artifact::{ArtifactFetcher, ArtifactPolicy, ArtifactRequest},
-    pipeline::fetch_and_register_thingspace,
+    pipeline::{fetch_and_register_iotda, fetch_and_register_thingspace},
     sim::{self, SimConfig},
     vendor::{PackageSpec, PackageVendorSpec, iotda::SigningChoice, obs::DEFAULT_PART_SIZE},
 };
@@ -165,6 +166,18 @@ async fn main() {
     let one_pass = started.elapsed().as_secs_f64();
     drop(one_pass_artifact);
 
+    let iotda_one_pass_spec = PackageSpec {
+        version: "V1.1".into(),
+        ..iotda_spec.clone()
+    };
+    let started = Instant::now();
+    let (one_pass_artifact, _) =
+        fetch_and_register_iotda(&fetcher, &request, &iotda, &iotda_one_pass_spec, "big.bin")
+            .await
+            .unwrap();
+    let iotda_one_pass = started.elapsed().as_secs_f64();
+    drop(one_pass_artifact);
+
     let mib_f = mib as f64;
     println!("artifact: {mib} MiB of random bytes, served over loopback");
     match &openssl {
@@ -203,6 +216,10 @@ async fn main() {
     println!(
         "ThingSpace one pass (upload while downloading, checksum gate on the last chunk): {one_pass:.2} s ({} of openssl)",
         ratio(one_pass)
+    );
+    println!(
+        "IoTDA one pass (OBS parts sent while downloading, completed after the checksum matched): {iotda_one_pass:.2} s ({} of openssl)",
+        ratio(iotda_one_pass)
     );
     println!(
         "peak RSS (operator code + simulator + artifact server in one process): {:.1} MiB",

@@ -570,6 +570,11 @@ impl IotdaClient {
         )
     }
 
+    /// The OBS bucket that holds the packages.
+    pub fn obs(&self) -> &ObsClient {
+        &self.obs
+    }
+
     /// Uploads the image to OBS (skipped when an object of the same size is already there) and
     /// registers it with its SHA-256 as `sign`.
     pub async fn register_package(
@@ -579,6 +584,25 @@ impl IotdaClient {
         sha256: &str,
         size: u64,
         file_name: &str,
+    ) -> Result<RegisteredPackage, VendorError> {
+        if !matches!(spec.vendor, PackageVendorSpec::Iotda { .. }) {
+            return Err(wrong_vendor());
+        }
+        let key = self.object_key(spec, file_name);
+        if self.obs.head_object(&key).await? != Some(size) {
+            self.obs.upload(&key, image, size).await?;
+        }
+        self.create_package(spec, &key, sha256).await
+    }
+
+    /// Registers the object already uploaded to OBS as `object_key` (see
+    /// [`IotdaClient::object_key`]), with its SHA-256 as `sign`: the second half of
+    /// [`IotdaClient::register_package`].
+    pub async fn create_package(
+        &self,
+        spec: &PackageSpec,
+        object_key: &str,
+        sha256: &str,
     ) -> Result<RegisteredPackage, VendorError> {
         let PackageVendorSpec::Iotda {
             product_id,
@@ -591,10 +615,6 @@ impl IotdaClient {
         else {
             return Err(wrong_vendor());
         };
-        let key = self.object_key(spec, file_name);
-        if self.obs.head_object(&key).await? != Some(size) {
-            self.obs.upload(&key, image, size).await?;
-        }
         let mut body = json!({
             "package_type": package_type,
             "product_id": product_id,
@@ -602,7 +622,7 @@ impl IotdaClient {
             "file_location": {"obs_location": {
                 "region_name": self.config.region,
                 "bucket_name": self.obs.bucket(),
-                "object_key": key,
+                "object_key": object_key,
                 "sign_method": "SHA256",
                 "sign": sha256,
             }},
