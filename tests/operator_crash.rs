@@ -61,6 +61,11 @@ fn image_uploads(stage: &Stage, vendor: &str) -> u64 {
 }
 
 fn hold(vendor: SimVendor, method: &str, path: &str) -> FaultRule {
+    hold_for(vendor, method, path, 60_000)
+}
+
+/// Delays the next matching call by `ms` milliseconds, then lets it through.
+fn hold_for(vendor: SimVendor, method: &str, path: &str, ms: u64) -> FaultRule {
     FaultRule {
         id: 0,
         vendor: Some(vendor),
@@ -69,7 +74,7 @@ fn hold(vendor: SimVendor, method: &str, path: &str) -> FaultRule {
         after: 0,
         count: Some(1),
         rate: None,
-        action: FaultAction::Latency { ms: 60_000 },
+        action: FaultAction::Latency { ms },
     }
 }
 
@@ -115,6 +120,20 @@ async fn crash_and_recover(vendor: &str, kill: Kill) {
             SimVendor::Iotda,
             "POST",
             "*/ota-upgrades/packages",
+        )]),
+        // The registering call is held for a moment, so the status fault below is in place
+        // before the vendor answers.
+        ("thingspace", Kill::BeforeIdRecorded) => stage.sim.state.faults.add(vec![hold_for(
+            SimVendor::ThingSpace,
+            "POST",
+            "/api/fota/v2/files/*",
+            2_000,
+        )]),
+        (_, Kill::BeforeIdRecorded) => stage.sim.state.faults.add(vec![hold_for(
+            SimVendor::Iotda,
+            "POST",
+            "*/ota-upgrades/packages",
+            2_000,
         )]),
         _ => Vec::new(),
     };
