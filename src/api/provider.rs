@@ -86,13 +86,21 @@ pub enum Vendor {
     Iotaap,
 }
 
-impl std::fmt::Display for Vendor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Vendor {
+    /// The vendor's name as it spells it (`ThingSpace`, `IoTDA`, `IoTaaP`), for messages and
+    /// metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Vendor::ThingSpace => "ThingSpace",
             Vendor::Iotda => "IoTDA",
             Vendor::Iotaap => "IoTaaP",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for Vendor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -306,13 +306,8 @@ async fn adopt(
     resolved: &Resolved,
     found: RegisteredPackage,
 ) -> Result<(Outcome, Action), ControllerError> {
-    let expected = package
-        .spec
-        .artifact
-        .sha256
-        .clone()
-        .or_else(|| status.artifact.as_ref().map(|a| a.sha256.clone()));
-    if let (Some(vendor_sha), Some(expected)) = (&found.sha256, &expected)
+    let expected = expected_sha256(package);
+    if let (Some(vendor_sha), Some(expected)) = (&found.sha256, expected)
         && !vendor_sha.eq_ignore_ascii_case(expected)
     {
         return Err(ControllerError::InvalidSpec {
@@ -406,7 +401,7 @@ async fn register(
         ctx.metrics
             .artifact_bytes_uploaded
             .get_or_create(&super::metrics::VendorLabels {
-                vendor: vendor_label(resolved.vendor),
+                vendor: resolved.vendor.as_str(),
             })
             .inc_by(artifact.size());
         ctx.event(
@@ -450,12 +445,15 @@ async fn register(
     ))
 }
 
-fn vendor_label(vendor: Vendor) -> &'static str {
-    match vendor {
-        Vendor::ThingSpace => "ThingSpace",
-        Vendor::Iotda => "IoTDA",
-        Vendor::Iotaap => "IoTaaP",
-    }
+/// The SHA-256 the package's artifact must have: the spec's, else the one measured at fetch.
+fn expected_sha256(package: &FirmwarePackage) -> Option<&str> {
+    package.spec.artifact.sha256.as_deref().or_else(|| {
+        package
+            .status
+            .as_ref()
+            .and_then(|status| status.artifact.as_ref())
+            .map(|artifact| artifact.sha256.as_str())
+    })
 }
 
 /// The fetch request of the package's artifact, with headers from its Secret.
@@ -592,12 +590,8 @@ async fn cleanup(package: Arc<FirmwarePackage>, ctx: &Context) -> Result<Action,
         // delete it only if it carries our artifact's checksum.
         None => match package_spec(&package, &provider, vendor) {
             Ok(spec) => client.find_package(&spec).await?.filter(|found| {
-                let ours = package.spec.artifact.sha256.as_ref().or(package
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.artifact.as_ref())
-                    .map(|a| &a.sha256));
-                matches!((&found.sha256, ours), (Some(a), Some(b)) if a == b)
+                let ours = expected_sha256(&package);
+                matches!((found.sha256.as_deref(), ours), (Some(a), Some(b)) if a == b)
             }),
             Err(_) => None,
         },

@@ -102,13 +102,7 @@ pub fn apply_outcome(
             DesiredCondition::new(RECONCILING, True, &reason, &message),
             DesiredCondition::new(STALLED, False, &reason, ""),
         ),
-        Outcome::Waiting { .. } => (
-            (!was_ready).then(|| DesiredCondition::new(READY, False, &reason, &message)),
-            DesiredCondition::new(SYNCED, False, &reason, &message),
-            DesiredCondition::new(RECONCILING, True, &reason, &message),
-            DesiredCondition::new(STALLED, False, &reason, ""),
-        ),
-        Outcome::Retrying { .. } => (
+        Outcome::Waiting { .. } | Outcome::Retrying { .. } => (
             (!was_ready).then(|| DesiredCondition::new(READY, False, &reason, &message)),
             DesiredCondition::new(SYNCED, False, &reason, &message),
             DesiredCondition::new(RECONCILING, True, &reason, &message),
