@@ -507,17 +507,7 @@ async fn apply(
         Ok(observations) => observations,
         Err(err) => return Err(run.fail(err).await),
     };
-    let mut decision = decide(&CampaignInput {
-        spec: &campaign.spec,
-        generation: campaign.metadata.generation,
-        uid: campaign.metadata.uid.as_deref().unwrap_or_default(),
-        deleting: false,
-        status: campaign.status.as_ref(),
-        now: jiff::Timestamp::now(),
-        package: readiness,
-        observations: &observations,
-        polling: ctx.settings.campaign_polling,
-    });
+    let mut decision = decide_now(&campaign, &ctx, readiness, &observations, false);
     if let Err(err) = run.act(&mut decision).await {
         return Err(run.fail(err).await);
     }
@@ -535,23 +525,34 @@ async fn cleanup(
 ) -> Result<Action, ControllerError> {
     let (readiness, target) = dereference(&campaign, &ctx);
     let mut run = Run::new(campaign.clone(), ctx.clone(), target);
-    let mut decision = decide(&CampaignInput {
-        spec: &campaign.spec,
-        generation: campaign.metadata.generation,
-        uid: campaign.metadata.uid.as_deref().unwrap_or_default(),
-        deleting: true,
-        status: campaign.status.as_ref(),
-        now: jiff::Timestamp::now(),
-        package: readiness,
-        observations: &[],
-        polling: ctx.settings.campaign_polling,
-    });
+    let mut decision = decide_now(&campaign, &ctx, readiness, &[], true);
     if let Err(err) = run.act(&mut decision).await {
         return Err(run.fail(err).await);
     }
     run.publish(&decision).await;
     debug_assert!(decision.finalize, "a deleting decision always finalizes");
     Ok(Action::await_change())
+}
+
+/// The pure decision for `campaign` at the current time.
+fn decide_now(
+    campaign: &UpgradeCampaign,
+    ctx: &Context,
+    package: PackageReadiness,
+    observations: &[WaveObservation],
+    deleting: bool,
+) -> Decision {
+    decide(&CampaignInput {
+        spec: &campaign.spec,
+        generation: campaign.metadata.generation,
+        uid: campaign.metadata.uid.as_deref().unwrap_or_default(),
+        deleting,
+        status: campaign.status.as_ref(),
+        now: jiff::Timestamp::now(),
+        package,
+        observations,
+        polling: ctx.settings.campaign_polling,
+    })
 }
 
 /// Loads the package and its provider from the caches and says whether the package can be
