@@ -53,16 +53,39 @@ fn main() {
     }
 }
 
-/// The artifact-server role: serves the file at `/artifact.bin` until interrupted.
+/// The artifact-server role: serves the file at `/artifact.bin` until interrupted. The file
+/// is read in 1 MiB blocks on a blocking thread, as a static file server would, so the server
+/// takes little of the CPU the measured client needs.
 async fn serve_artifact(path: PathBuf) {
     let app = Router::new().route(
         "/artifact.bin",
         get(move || {
             let path = path.clone();
             async move {
-                let file = tokio::fs::File::open(&path).await.unwrap();
-                let length = file.metadata().await.unwrap().len();
-                let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+                let length = std::fs::metadata(&path).unwrap().len();
+                let (sender, blocks) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+                tokio::task::spawn_blocking(move || {
+                    let mut file = std::fs::File::open(&path).unwrap();
+                    loop {
+                        let mut block = vec![0u8; 1 << 20];
+                        match std::io::Read::read(&mut file, &mut block) {
+                            Ok(0) => break,
+                            Ok(read) => {
+                                block.truncate(read);
+                                if sender.blocking_send(Ok(block)).is_err() {
+                                    break;
+                                }
+                            }
+                            Err(err) => {
+                                let _ = sender.blocking_send(Err(err));
+                                break;
+                            }
+                        }
+                    }
+                });
+                let stream = futures::stream::unfold(blocks, |mut blocks| async move {
+                    blocks.recv().await.map(|block| (block, blocks))
+                });
                 (
                     [(header::CONTENT_LENGTH, length.to_string())],
                     Body::from_stream(stream),
@@ -131,6 +154,11 @@ impl ChildProcess {
         (child, urls)
     }
 
+    /// The child's process id.
+    fn id(&self) -> u32 {
+        self.process.id()
+    }
+
     /// Peak RSS (`VmHWM`) of the child so far, in MiB.
     fn peak_rss_mib(&self) -> Option<f64> {
         vm_hwm_mib(&format!("/proc/{}/status", self.process.id()))
@@ -162,6 +190,41 @@ fn vm_hwm_mib(status: &str) -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// CPU time (user + system, all threads) a process has used so far, in seconds: fields 14
+/// and 15 of `/proc/<pid>/stat`, in clock ticks of 1/100 s (Linux's `USER_HZ`).
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; the fields after it are plain.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user: f64 = fields.next()?.parse().ok()?;
+    let system: f64 = fields.next()?.parse().ok()?;
+    Some((user + system) / 100.0)
+}
+
+/// The processes whose CPU time each phase reports: this one, the simulator and the artifact
+/// server (all three share the machine's cores).
+struct CpuAccounts(Vec<(&'static str, String)>);
+
+impl CpuAccounts {
+    fn snapshot(&self) -> Vec<Option<f64>> {
+        self.0.iter().map(|(_, pid)| cpu_seconds(pid)).collect()
+    }
+
+    /// `label CPU s` for each process, from two snapshots.
+    fn describe(&self, before: &[Option<f64>], after: &[Option<f64>]) -> String {
+        self.0
+            .iter()
+            .zip(before.iter().zip(after))
+            .map(|((label, _), (before, after))| match (before, after) {
+                (Some(before), Some(after)) => format!("{label} {:.2} s", after - before),
+                _ => format!("{label} n/a"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Resets this process's peak RSS to its current RSS (Linux `clear_refs` 5), so the next
@@ -269,6 +332,8 @@ struct Phase {
     started: Instant,
     seconds: f64,
     peak_rss_mib: Option<f64>,
+    /// CPU seconds each process spent during the phase.
+    cpu: String,
     /// Where the time went, printed under the phase.
     detail: Option<String>,
 }
@@ -279,14 +344,17 @@ struct Phase {
 async fn measure<T>(
     label: impl Into<String>,
     phases: &mut Vec<Phase>,
+    accounts: &CpuAccounts,
     work: impl Future<Output = T>,
 ) -> T {
     // Without `sync` the phases still run, only less comparably.
     let _ = Command::new("sync").status();
     let resettable = reset_peak_rss();
+    let cpu_before = accounts.snapshot();
     let started = Instant::now();
     let output = work.await;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = accounts.describe(&cpu_before, &accounts.snapshot());
     phases.push(Phase {
         label: label.into(),
         started,
@@ -294,6 +362,7 @@ async fn measure<T>(
         peak_rss_mib: resettable
             .then(|| vm_hwm_mib("/proc/self/status"))
             .flatten(),
+        cpu,
         detail: None,
     });
     output
@@ -311,8 +380,12 @@ async fn run() {
     let openssl = openssl_seconds(&source);
 
     // The simulator spools uploads under TMPDIR: a directory of ours, so nothing outlives the
-    // benchmark even if the simulator has to be killed.
-    let sim_tmp = tempfile::tempdir().unwrap();
+    // benchmark even if the simulator has to be killed. It is on tmpfs where there is one: the
+    // simulator stands in for the vendor's storage, whose disk writes are not the client's
+    // cost (the client's spool file stays in the system temporary directory).
+    let sim_tmp = tempfile::tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .unwrap();
     let mut sim_command = Command::new(otaplane_binary());
     sim_command
         .args([
@@ -351,10 +424,16 @@ async fn run() {
     let thingspace = support::thingspace_at(&sim_urls["ThingSpace"], "demo-password");
     let part_mib = DEFAULT_PART_SIZE >> 20;
     let mut phases = Vec::new();
+    let accounts = CpuAccounts(vec![
+        ("this process", "self".to_string()),
+        ("simulator", sim.id().to_string()),
+        ("artifact server", server.id().to_string()),
+    ]);
 
     let artifact = measure(
         "fetch + SHA-256 + spool",
         &mut phases,
+        &accounts,
         fetcher.fetch(&request),
     )
     .await
@@ -368,6 +447,7 @@ async fn run() {
             "IoTDA fetch, then OBS multipart from the spool file ({part_mib} MiB parts, 4 at once) + create package"
         ),
         &mut phases,
+        &accounts,
         async {
             let started = Instant::now();
             let artifact = fetcher.fetch(&request).await.unwrap();
@@ -409,6 +489,7 @@ async fn run() {
     let (one_pass_artifact, _) = measure(
         "ThingSpace one pass (upload while downloading, last chunk held until the checksum matched)",
         &mut phases,
+        &accounts,
         fetch_and_register_thingspace(&fetcher, &request, &thingspace, &thingspace_spec),
     )
     .await
@@ -422,6 +503,7 @@ async fn run() {
             "IoTDA one pass (OBS parts of {part_mib} MiB sent while downloading, completed after the checksum matched)"
         ),
         &mut phases,
+        &accounts,
         fetch_and_register_iotda(
             &fetcher,
             &request,
@@ -444,7 +526,7 @@ async fn run() {
         timeline.last("create_ota_package", phase.started),
     ) {
         phase.detail = Some(format!(
-            "download + {parts} parts up after {parts_done:.2} s; OBS completion (the simulator joins the parts into one object and hashes it) {:.2} s; create package {:.2} s",
+            "download + {parts} parts up after {parts_done:.2} s; OBS completion {:.2} s; create package {:.2} s",
             completed - parts_done,
             created - completed
         ));
@@ -459,6 +541,11 @@ async fn run() {
     println!(
         "artifact: {mib} MiB of random bytes over loopback; simulator ({}) and artifact server in their own processes",
         sim_urls["IoTDA"]
+    );
+    println!(
+        "client spool: {}; simulator storage: {}",
+        spool.path().display(),
+        sim_tmp.path().display()
     );
     if let Some(load) = load_at_start.split_whitespace().next() {
         println!(
@@ -486,6 +573,7 @@ async fn run() {
             phase.seconds,
             mib_f / phase.seconds
         );
+        println!("  CPU: {}", phase.cpu);
         if let Some(detail) = &phase.detail {
             println!("  {detail}");
         }

@@ -17,7 +17,7 @@ use reqwest::{
     header::{HeaderMap, HeaderName, HeaderValue},
 };
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
+use std::io::Write;
 
 /// Addresses refused unless explicitly allowed: IPv4 link-local (which holds the cloud metadata
 /// services at 169.254.169.254) and the AWS IPv6 metadata address.
@@ -25,6 +25,13 @@ const DENIED_BY_DEFAULT: [&str; 2] = ["169.254.0.0/16", "fd00:ec2::254/128"];
 
 /// Most redirects followed for one artifact.
 const MAX_REDIRECTS: usize = 5;
+
+/// Network chunks queued for the hashing and spooling thread. Chunks are at most a few hundred
+/// KiB, so the queue bounds memory to a few MiB while absorbing jitter between the two sides.
+const SPOOLER_DEPTH: usize = 16;
+
+/// Write buffer of the spool file: large writes, few system calls.
+const SPOOL_WRITE_BUFFER: usize = 1024 * 1024;
 
 /// What may be fetched, from where, and where it is spooled.
 #[derive(Clone, Debug)]
@@ -352,9 +359,8 @@ impl ArtifactFetcher {
             .tempfile_in(&spool_dir)
             .map_err(spool_error)?;
         let (file, path) = spool.into_parts();
-        let mut writer =
-            tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
-        let mut hasher = Sha256::new();
+        let (to_spooler, chunks) = tokio::sync::mpsc::channel(SPOOLER_DEPTH);
+        let spooler = tokio::task::spawn_blocking(move || hash_and_spool(chunks, file));
         let mut size: u64 = 0;
         let mut tee = tee.cloned();
         let mut held_back: Option<bytes::Bytes> = None;
@@ -365,18 +371,22 @@ impl ArtifactFetcher {
                     limit: request.max_size_bytes,
                 });
             }
-            hasher.update(&chunk);
-            writer.write_all(&chunk).await.map_err(spool_error)?;
+            if to_spooler.send(chunk.clone()).await.is_err() {
+                // The spooler stopped on a write error; joining it below reports that error.
+                break;
+            }
             if let (Some(sender), Some(previous)) = (&tee, held_back.replace(chunk))
                 && sender.send(Ok(previous)).await.is_err()
             {
                 tee = None;
             }
         }
-        // No fsync: the spool is a scratch copy for upload retries, re-fetched after a crash.
-        writer.flush().await.map_err(spool_error)?;
+        drop(to_spooler);
+        let sha256 = spooler
+            .await
+            .map_err(|join| spool_error(std::io::Error::other(join.to_string())))?
+            .map_err(spool_error)?;
 
-        let sha256 = hex::encode(hasher.finalize());
         if let Some(expected) = &request.expected_sha256
             && !expected.eq_ignore_ascii_case(&sha256)
         {
@@ -391,6 +401,24 @@ impl ArtifactFetcher {
         }
         Ok(SpooledArtifact { path, sha256, size })
     }
+}
+
+/// Hashes and writes the chunks of one artifact on a blocking thread, so that hashing (the
+/// costliest step) and disk writes overlap with receiving the next chunks instead of
+/// alternating with them. Returns the lowercase hex SHA-256 once the channel closes.
+fn hash_and_spool(
+    mut chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    file: std::fs::File,
+) -> std::io::Result<String> {
+    let mut writer = std::io::BufWriter::with_capacity(SPOOL_WRITE_BUFFER, file);
+    let mut hasher = Sha256::new();
+    while let Some(chunk) = chunks.blocking_recv() {
+        hasher.update(&chunk);
+        writer.write_all(&chunk)?;
+    }
+    // No fsync: the spool is a scratch copy for upload retries, re-fetched after a crash.
+    writer.flush()?;
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Refuses non-HTTP schemes and IP-literal hosts the policy denies (named hosts are checked at

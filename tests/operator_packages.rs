@@ -296,6 +296,51 @@ async fn an_iotda_package_is_registered_deleted_vendor_side_and_orphaned_on_requ
 }
 
 #[tokio::test]
+async fn a_large_iotda_image_goes_up_in_parts_of_the_providers_part_size() {
+    let stage = Stage::start().await;
+    let operator = stage.operator().await;
+    stage.iotda_provider_with_obs("hw", "partSizeMiB: 1").await;
+    stage.provider_ready("hw").await;
+    let size = (3 << 20) + 12_345;
+    let image = firmware(9, size);
+    stage
+        .apply(&format!(
+            r#"
+apiVersion: otaplane.io/v1alpha1
+kind: FirmwarePackage
+metadata: {{name: big, namespace: {NAMESPACE}}}
+spec:
+  providerRef: {{name: hw}}
+  version: "V4.0.0"
+  artifact:
+    url: {artifacts}/fw-9-{size}.bin
+    sha256: {checksum}
+  iotda: {{productId: 5ba24f5ebbe8f56f5a14f605, packageType: firmwarePackage}}
+"#,
+            artifacts = stage.artifacts,
+            checksum = sha256(&image),
+        ))
+        .await;
+    let package = stage.package_ready("big").await;
+    let status = package.status.unwrap();
+    assert_eq!(status.artifact.unwrap().size, size as i64);
+    let key = status.at_provider.unwrap().obs_object_key.unwrap();
+    let objects = stage.sim.state.obs.objects();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert_eq!(objects[0].key, key);
+    assert_eq!(objects[0].sha256, sha256(&image));
+    assert!(
+        objects[0].etag.ends_with("-4\""),
+        "four parts of 1 MiB: {}",
+        objects[0].etag
+    );
+    let pending_uploads = stage.sim.state.obs.pending_uploads();
+    assert_eq!(pending_uploads, 0, "no multipart upload left open");
+    assert_eq!(iotda_creates(&stage), 1);
+    operator.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_checksum_mismatch_stalls_and_reaches_no_vendor() {
     let stage = Stage::start().await;
     let operator = stage.operator().await;

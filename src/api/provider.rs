@@ -243,6 +243,16 @@ pub struct ObsBucket {
     /// Secret with `accessKeyId` and `secretAccessKey` for OBS. Unset: the IoTDA AK/SK Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_ref: Option<LocalObjectReference>,
+    /// Size of one multipart-upload part, in MiB. Images up to this size go up in one PUT;
+    /// larger ones in parts of this size, each retried on its own, while memory holds about
+    /// two parts. Unset: 8.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "partSizeMiB"
+    )]
+    #[schemars(range(min = 1, max = 5120))]
+    pub part_size_mib: Option<i32>,
 }
 
 /// An IoTaaP account.

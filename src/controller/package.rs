@@ -370,6 +370,11 @@ async fn register(
         *status = progress;
     }
     let request = artifact_request(package, ctx).await?;
+    let pipeline_error = |err| match err {
+        crate::pipeline::PipelineError::Artifact(err) => ControllerError::Artifact(err),
+        crate::pipeline::PipelineError::Vendor(err) => ControllerError::Vendor(err),
+    };
+    // ThingSpace and IoTDA upload while the image downloads; IoTaaP only verifies it.
     let (artifact, registered) = match client {
         VendorClient::ThingSpace(thingspace) => crate::pipeline::fetch_and_register_thingspace(
             &ctx.fetcher,
@@ -378,11 +383,17 @@ async fn register(
             &resolved.spec,
         )
         .await
-        .map_err(|err| match err {
-            crate::pipeline::PipelineError::Artifact(err) => ControllerError::Artifact(err),
-            crate::pipeline::PipelineError::Vendor(err) => ControllerError::Vendor(err),
-        })?,
-        _ => {
+        .map_err(pipeline_error)?,
+        VendorClient::Iotda(iotda) => crate::pipeline::fetch_and_register_iotda(
+            &ctx.fetcher,
+            &request,
+            iotda,
+            &resolved.spec,
+            artifact_file_name(&request.url),
+        )
+        .await
+        .map_err(pipeline_error)?,
+        VendorClient::Iotaap(_) => {
             let artifact = ctx.fetcher.fetch(&request).await?;
             let registered = client
                 .register_package(&resolved.spec, artifact_file(&artifact, &request.url))
@@ -482,18 +493,22 @@ pub async fn artifact_request(
 
 /// The spooled artifact as the vendor layer takes it; the file name is the URL's last segment.
 pub fn artifact_file<'a>(artifact: &'a SpooledArtifact, url: &'a str) -> ArtifactFile<'a> {
-    let path = url.split(['?', '#']).next().unwrap_or(url);
-    let file_name = path
-        .rsplit('/')
-        .next()
-        .filter(|segment| !segment.is_empty())
-        .unwrap_or("firmware.bin");
     ArtifactFile {
         path: artifact.path(),
         sha256: artifact.sha256(),
         size: artifact.size(),
-        file_name,
+        file_name: artifact_file_name(url),
     }
+}
+
+/// The name an artifact is registered under: the last segment of its URL's path, or
+/// `firmware.bin` when the path ends in `/`.
+pub fn artifact_file_name(url: &str) -> &str {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    path.rsplit('/')
+        .next()
+        .filter(|segment| !segment.is_empty())
+        .unwrap_or("firmware.bin")
 }
 
 /// Runs on deletion: refuses while campaigns use the package, then deletes vendor-side (or

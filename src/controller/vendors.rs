@@ -262,7 +262,12 @@ fn build_client(
                     .unwrap_or_else(|| is_ip_host(&iotda.obs.endpoint)),
                 access_key_id: obs_key_id.expose().to_string(),
                 secret_access_key: obs_key,
-                part_size: DEFAULT_PART_SIZE,
+                part_size: iotda
+                    .obs
+                    .part_size_mib
+                    .and_then(|mib| u64::try_from(mib).ok())
+                    .filter(|mib| *mib > 0)
+                    .map_or(DEFAULT_PART_SIZE, |mib| mib << 20),
             },
             policy.clone(),
             limit,

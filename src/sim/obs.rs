@@ -2,7 +2,10 @@
 //!
 //! Served on its own listener. Buckets come from the configuration; objects live in the
 //! simulator's spool directory (never in memory), with their size, MD5 ETag and SHA-256
-//! computed while the body streams in.
+//! computed while the body streams in. A completed multipart upload keeps its parts' files as
+//! the object's segments (OBS does not rewrite an object on completion either), and the
+//! object's SHA-256 is chained through the parts as they arrive in order, so completing a
+//! large upload neither copies nor re-reads it.
 //!
 //! | request | operation |
 //! |---|---|
@@ -39,7 +42,7 @@ use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use md5::{Digest as _, Md5};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use sha2::Sha256;
 
 use super::config::Secret;
 use super::errors::{vendor_error, xml_escape};
@@ -136,11 +139,46 @@ pub struct ObjectSummary {
     pub last_modified: Timestamp,
 }
 
+/// One file holding a contiguous piece of an object's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Segment {
+    path: PathBuf,
+    size: u64,
+}
+
 #[derive(Debug, Clone)]
 struct StoredObject {
-    path: PathBuf,
+    /// The content, in order: one file for a PUT, the parts' files for a multipart upload.
+    segments: Vec<Segment>,
     summary: ObjectSummary,
     metadata: Vec<(String, String)>,
+}
+
+impl StoredObject {
+    fn paths(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        self.segments.iter().map(|segment| segment.path.clone())
+    }
+}
+
+/// The SHA-256 of an upload's parts in part order, advanced while parts stream in one after
+/// the other (as a client streaming an image sends them), so completion need not read them.
+#[derive(Debug, Clone, Default)]
+struct HashChain {
+    hasher: Sha256,
+    /// The parts fed to `hasher`, in order: part number and file.
+    fed: Vec<(u32, PathBuf)>,
+    /// A part is streaming into a copy of `hasher`; no other part may start the next link.
+    busy: bool,
+    /// Bumped when the chain starts over, so a part that was streaming into the old chain
+    /// does not extend the new one.
+    generation: u64,
+}
+
+impl HashChain {
+    /// The part number that continues the chain.
+    fn next_part(&self) -> u32 {
+        self.fed.last().map_or(1, |(number, _)| number + 1)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +196,7 @@ struct MultipartUpload {
     content_type: String,
     metadata: Vec<(String, String)>,
     parts: BTreeMap<u32, StoredPart>,
+    chain: HashChain,
 }
 
 #[derive(Debug, Default)]
@@ -223,6 +262,11 @@ impl ObsState {
             .objects
             .get(&(bucket.to_owned(), key.to_owned()))
             .map(|o| o.summary.clone())
+    }
+
+    /// How many multipart uploads are initiated and neither completed nor aborted.
+    pub fn pending_uploads(&self) -> usize {
+        self.lock().uploads.len()
     }
 
     /// Every stored object, in bucket/key order.
@@ -740,17 +784,53 @@ fn content_type(headers: &HeaderMap) -> String {
 struct Received {
     path: PathBuf,
     size: u64,
-    sha256: String,
+    /// SHA-256 of the body, when it was asked for (see [`Hashing`]).
+    sha256: Option<String>,
     md5: [u8; 16],
+    /// The chain hasher handed in, advanced over the body.
+    chain: Option<Sha256>,
 }
 
-/// Streams `body` into a spool file, computing SHA-256 and MD5, refusing more than `limit`
-/// bytes. The declared `Content-Length` is required.
+/// What [`receive`] computes besides the MD5 (always: it is the ETag).
+#[derive(Default)]
+struct Hashing {
+    /// The body's own SHA-256: a whole object, or a part whose `x-amz-content-sha256` is a
+    /// digest to check.
+    body_sha256: bool,
+    /// A running SHA-256 to advance over the body (an upload's [`HashChain`]).
+    chain: Option<Sha256>,
+}
+
+impl Hashing {
+    /// The body's SHA-256 is needed when the object is the body, or the client declared it.
+    fn for_body(headers: &HeaderMap, whole_object: bool) -> Self {
+        Self {
+            body_sha256: whole_object || declared_sha256(headers).is_some(),
+            chain: None,
+        }
+    }
+}
+
+/// A hex `x-amz-content-sha256` (not `UNSIGNED-PAYLOAD` or a streaming marker).
+fn declared_sha256(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(V4_CONTENT_SHA256_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|value| value.len() == 64 && value.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Chunks queued for the thread that hashes and writes a body.
+const RECEIVE_DEPTH: usize = 16;
+
+/// Streams `body` into a spool file, computing MD5 and what `hashing` asks for, refusing more
+/// than `limit` bytes. The declared `Content-Length` is required. Hashing and writing run on a
+/// blocking thread, overlapping with reading the next chunks from the connection.
 async fn receive(
     sim: &SimState,
     headers: &HeaderMap,
     body: Body,
     limit: u64,
+    hashing: Hashing,
 ) -> Result<Received, ObsError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -775,50 +855,123 @@ async fn receive(
     if declared > limit {
         return Err(too_large());
     }
-    let mut writer = sim
-        .spool
-        .create()
-        .await
-        .map_err(|e| ObsError::internal(format!("cannot create spool file: {e}")))?;
-    let mut md5 = Md5::new();
+    let path = sim.spool.reserve();
+    let (to_writer, chunks) = tokio::sync::mpsc::channel(RECEIVE_DEPTH);
+    let writer = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || hash_and_write(chunks, &path, hashing))
+    };
+    let mut size: u64 = 0;
+    let mut refusal = None;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
             Ok(chunk) => chunk,
             Err(_) => {
-                writer.discard().await;
-                return Err(ObsError::new(
+                refusal = Some(ObsError::new(
                     StatusCode::BAD_REQUEST,
                     "IncompleteBody",
                     "You did not provide the number of bytes specified by the Content-Length HTTP header.",
                 ));
+                break;
             }
         };
-        if writer.size() + chunk.len() as u64 > limit {
-            writer.discard().await;
-            return Err(too_large());
+        size += chunk.len() as u64;
+        if size > limit {
+            refusal = Some(too_large());
+            break;
         }
-        md5.update(&chunk);
-        if let Err(e) = writer.write(&chunk).await {
-            writer.discard().await;
-            return Err(ObsError::internal(format!("cannot write spool file: {e}")));
+        if to_writer.send(chunk).await.is_err() {
+            // The writer stopped on an I/O error, reported when it is joined.
+            break;
         }
     }
-    let file = writer
-        .finish()
+    drop(to_writer);
+    let written = writer
         .await
-        .map_err(|e| ObsError::internal(format!("cannot write spool file: {e}")))?;
+        .map_err(|e| ObsError::internal(format!("the spool writer failed: {e}")))
+        .and_then(|written| {
+            written.map_err(|e| ObsError::internal(format!("cannot write spool file: {e}")))
+        });
+    let digests = match (refusal, written) {
+        (None, Ok(digests)) => digests,
+        (Some(error), _) | (None, Err(error)) => {
+            tokio::fs::remove_file(&path).await.ok();
+            return Err(error);
+        }
+    };
     let received = Received {
-        path: file.path,
-        size: file.digest.size,
-        sha256: file.digest.sha256,
-        md5: md5.finalize().into(),
+        path,
+        size,
+        sha256: digests.sha256,
+        md5: digests.md5,
+        chain: digests.chain,
     };
     if let Err(error) = check_digests(headers, &received) {
         tokio::fs::remove_file(&received.path).await.ok();
         return Err(error);
     }
     Ok(received)
+}
+
+/// What [`hash_and_write`] computed.
+struct BodyDigests {
+    md5: [u8; 16],
+    sha256: Option<String>,
+    chain: Option<Sha256>,
+}
+
+/// Writes the chunks to `path` and hashes them as `hashing` asks (runs on a blocking thread).
+fn hash_and_write(
+    mut chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    path: &std::path::Path,
+    hashing: Hashing,
+) -> std::io::Result<BodyDigests> {
+    use std::io::Write as _;
+    let mut writer = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut md5 = Md5::new();
+    let mut body_sha256 = hashing.body_sha256.then(Sha256::new);
+    let mut chain = hashing.chain;
+    while let Some(chunk) = chunks.blocking_recv() {
+        md5.update(&chunk);
+        if let Some(hasher) = &mut body_sha256 {
+            hasher.update(&chunk);
+        }
+        if let Some(hasher) = &mut chain {
+            hasher.update(&chunk);
+        }
+        writer.write_all(&chunk)?;
+    }
+    writer.flush()?;
+    Ok(BodyDigests {
+        md5: md5.finalize().into(),
+        sha256: body_sha256.map(|hasher| hex::encode(hasher.finalize())),
+        chain,
+    })
+}
+
+/// Continues `hasher` over the files in order (runs on a blocking thread).
+fn hash_files(mut hasher: Sha256, paths: &[PathBuf]) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut buffer = vec![0u8; 1 << 20];
+    for path in paths {
+        let mut file = std::fs::File::open(path)?;
+        loop {
+            let read = file.read(&mut buffer)?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+        }
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Removes the files of replaced or discarded objects and parts.
+async fn remove_files(paths: impl IntoIterator<Item = PathBuf>) {
+    for path in paths {
+        tokio::fs::remove_file(&path).await.ok();
+    }
 }
 
 /// `Content-MD5` (base64) and a hex `x-amz-content-sha256` must match the body.
@@ -833,12 +986,11 @@ fn check_digests(headers: &HeaderMap, received: &Received) -> Result<(), ObsErro
             ));
         }
     }
-    if let Some(expected) = headers
-        .get(V4_CONTENT_SHA256_HEADER)
-        .and_then(|v| v.to_str().ok())
-        && expected.len() == 64
-        && expected.chars().all(|c| c.is_ascii_hexdigit())
-        && !expected.eq_ignore_ascii_case(&received.sha256)
+    if let Some(expected) = declared_sha256(headers)
+        && received
+            .sha256
+            .as_deref()
+            .is_none_or(|actual| !expected.eq_ignore_ascii_case(actual))
     {
         return Err(ObsError::new(
             StatusCode::BAD_REQUEST,
@@ -863,15 +1015,25 @@ async fn put_object(
     if headers.contains_key("x-amz-copy-source") || headers.contains_key("x-obs-copy-source") {
         return Err(ObsError::not_implemented("copy object"));
     }
-    let received = receive(sim, headers, body, sim.obs.config.max_object_bytes).await?;
+    let received = receive(
+        sim,
+        headers,
+        body,
+        sim.obs.config.max_object_bytes,
+        Hashing::for_body(headers, true),
+    )
+    .await?;
     let etag = format!("\"{}\"", hex::encode(received.md5));
     let object = StoredObject {
-        path: received.path,
+        segments: vec![Segment {
+            path: received.path,
+            size: received.size,
+        }],
         summary: ObjectSummary {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             size: received.size,
-            sha256: received.sha256,
+            sha256: received.sha256.unwrap_or_default(),
             etag: etag.clone(),
             content_type: content_type(headers),
             last_modified: sim.now(),
@@ -884,7 +1046,7 @@ async fn put_object(
         .objects
         .insert((bucket.to_owned(), key.to_owned()), object);
     if let Some(old) = replaced {
-        tokio::fs::remove_file(&old.path).await.ok();
+        remove_files(old.paths()).await;
     }
     Ok(([(header::ETAG, etag_header(&etag)?)], "").into_response())
 }
@@ -984,16 +1146,62 @@ async fn get_object(
     if head_only {
         return Ok((status, response_headers).into_response());
     }
-    let mut file = tokio::fs::File::open(&object.path)
-        .await
-        .map_err(|e| ObsError::internal(format!("cannot open stored object: {e}")))?;
-    if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(|e| ObsError::internal(format!("cannot seek stored object: {e}")))?;
+    Ok((
+        status,
+        response_headers,
+        segments_body(object.segments, start, length),
+    )
+        .into_response())
+}
+
+/// Bytes read per chunk of an object download.
+const DOWNLOAD_CHUNK: usize = 256 * 1024;
+
+/// A response body with `length` bytes of the segments' concatenation from `start`, read on a
+/// blocking thread a chunk at a time (memory stays at a few chunks whatever the object size).
+fn segments_body(segments: Vec<Segment>, start: u64, length: u64) -> Body {
+    let (sender, chunks) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = read_segments(&segments, start, length, &sender) {
+            // The client may already be gone; then nobody needs the error.
+            let _ = sender.blocking_send(Err(e));
+        }
+    });
+    Body::from_stream(futures::stream::unfold(chunks, |mut chunks| async move {
+        chunks.recv().await.map(|chunk| (chunk, chunks))
+    }))
+}
+
+fn read_segments(
+    segments: &[Segment],
+    mut start: u64,
+    mut remaining: u64,
+    sender: &tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+) -> std::io::Result<()> {
+    use std::io::{Read as _, Seek as _};
+    for segment in segments {
+        if remaining == 0 {
+            break;
+        }
+        if start >= segment.size {
+            start -= segment.size;
+            continue;
+        }
+        let mut file = std::fs::File::open(&segment.path)?;
+        file.seek(std::io::SeekFrom::Start(start))?;
+        let mut left_here = (segment.size - start).min(remaining);
+        start = 0;
+        while left_here > 0 {
+            let mut chunk = vec![0u8; DOWNLOAD_CHUNK.min(left_here as usize)];
+            file.read_exact(&mut chunk)?;
+            left_here -= chunk.len() as u64;
+            remaining -= chunk.len() as u64;
+            if sender.blocking_send(Ok(chunk.into())).is_err() {
+                return Ok(());
+            }
+        }
     }
-    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(length), 256 * 1024);
-    Ok((status, response_headers, Body::from_stream(stream)).into_response())
+    Ok(())
 }
 
 async fn delete_object(obs: &ObsState, bucket: &str, key: &str) -> Result<Response, ObsError> {
@@ -1002,7 +1210,7 @@ async fn delete_object(obs: &ObsState, bucket: &str, key: &str) -> Result<Respon
         .objects
         .remove(&(bucket.to_owned(), key.to_owned()));
     if let Some(object) = removed {
-        tokio::fs::remove_file(&object.path).await.ok();
+        remove_files(object.paths()).await;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -1018,6 +1226,7 @@ fn initiate_upload(sim: &SimState, bucket: &str, key: &str, headers: &HeaderMap)
             content_type: content_type(headers),
             metadata: user_metadata(headers),
             parts: BTreeMap::new(),
+            chain: HashChain::default(),
         },
     );
     xml_response(
@@ -1028,13 +1237,6 @@ fn initiate_upload(sim: &SimState, bucket: &str, key: &str, headers: &HeaderMap)
             xml_escape(key)
         ),
     )
-}
-
-fn upload_exists(obs: &ObsState, bucket: &str, key: &str, upload_id: &str) -> bool {
-    obs.lock()
-        .uploads
-        .get(upload_id)
-        .is_some_and(|u| u.bucket == bucket && u.key == key)
 }
 
 async fn upload_part(
@@ -1056,10 +1258,38 @@ async fn upload_part(
                 "Part number must be an integer between 1 and 10000, inclusive",
             )
         })?;
-    if !upload_exists(&sim.obs, bucket, key, upload_id) {
-        return Err(ObsError::no_such_upload());
-    }
-    let received = receive(sim, headers, body, sim.obs.config.max_object_bytes).await?;
+    // The part that continues the upload's hash chain takes a copy of the chain's hasher
+    // along; any other part (out of order, or while the next one is streaming) does not.
+    let chained = {
+        let mut store = sim.obs.lock();
+        let upload = store
+            .uploads
+            .get_mut(upload_id)
+            .filter(|u| u.bucket == bucket && u.key == key)
+            .ok_or_else(ObsError::no_such_upload)?;
+        let chain = &mut upload.chain;
+        (!chain.busy && chain.next_part() == part_number).then(|| {
+            chain.busy = true;
+            (chain.generation, chain.hasher.clone())
+        })
+    };
+    let hashing = Hashing {
+        chain: chained.as_ref().map(|(_, hasher)| hasher.clone()),
+        ..Hashing::for_body(headers, false)
+    };
+    let received = receive(sim, headers, body, sim.obs.config.max_object_bytes, hashing).await;
+    let received = match received {
+        Ok(received) => received,
+        Err(error) => {
+            if let Some((generation, _)) = chained
+                && let Some(upload) = sim.obs.lock().uploads.get_mut(upload_id)
+                && upload.chain.generation == generation
+            {
+                upload.chain.busy = false;
+            }
+            return Err(error);
+        }
+    };
     let etag = format!("\"{}\"", hex::encode(received.md5));
     let part = StoredPart {
         path: received.path,
@@ -1069,14 +1299,33 @@ async fn upload_part(
     let outcome = {
         let mut store = sim.obs.lock();
         match store.uploads.get_mut(upload_id) {
-            Some(upload) => Ok(upload.parts.insert(part_number, part.clone())),
+            Some(upload) => {
+                let chain = &mut upload.chain;
+                match (chained.map(|(generation, _)| generation), received.chain) {
+                    (Some(generation), Some(advanced)) if generation == chain.generation => {
+                        chain.hasher = advanced;
+                        chain.fed.push((part_number, part.path.clone()));
+                        chain.busy = false;
+                    }
+                    // A part the chain already covers was sent again: start the chain over
+                    // (completion then hashes the parts from their files).
+                    _ if chain.fed.iter().any(|(number, _)| *number == part_number) => {
+                        *chain = HashChain {
+                            generation: chain.generation + 1,
+                            ..HashChain::default()
+                        };
+                    }
+                    _ => {}
+                }
+                Ok(upload.parts.insert(part_number, part.clone()))
+            }
             None => Err(part.path.clone()),
         }
     };
     match outcome {
         Ok(replaced) => {
             if let Some(old) = replaced {
-                tokio::fs::remove_file(&old.path).await.ok();
+                remove_files([old.path]).await;
             }
             Ok(([(header::ETAG, etag_header(&etag)?)], "").into_response())
         }
@@ -1163,40 +1412,30 @@ fn validate_parts(
     Ok(parts)
 }
 
-async fn concatenate(
-    sim: &SimState,
+/// The SHA-256 of the object the listed parts make: the upload's hash chain where it covers
+/// a prefix of them, continued over the remaining part files (all of them when the parts came
+/// out of order or were sent again).
+async fn object_sha256(
+    chain: &HashChain,
+    listed: &[CompletePart],
     parts: &[StoredPart],
-) -> Result<super::spool::SpooledFile, ObsError> {
-    let io_error =
-        |e: std::io::Error| ObsError::internal(format!("cannot assemble the object: {e}"));
-    let mut writer = sim.spool.create().await.map_err(io_error)?;
-    let mut buffer = vec![0u8; 256 * 1024];
-    for part in parts {
-        let mut file = match tokio::fs::File::open(&part.path).await {
-            Ok(file) => file,
-            Err(e) => {
-                writer.discard().await;
-                return Err(io_error(e));
-            }
-        };
-        loop {
-            let read = match file.read(&mut buffer).await {
-                Ok(read) => read,
-                Err(e) => {
-                    writer.discard().await;
-                    return Err(io_error(e));
-                }
-            };
-            if read == 0 {
-                break;
-            }
-            if let Err(e) = writer.write(&buffer[..read]).await {
-                writer.discard().await;
-                return Err(io_error(e));
-            }
-        }
-    }
-    writer.finish().await.map_err(io_error)
+) -> Result<String, ObsError> {
+    let covered =
+        !chain.busy
+            && chain.fed.len() <= parts.len()
+            && chain.fed.iter().zip(listed.iter().zip(parts)).all(
+                |((number, path), (item, part))| *number == item.part_number && *path == part.path,
+            );
+    let (hasher, rest) = if covered {
+        (chain.hasher.clone(), &parts[chain.fed.len()..])
+    } else {
+        (Sha256::new(), parts)
+    };
+    let paths: Vec<PathBuf> = rest.iter().map(|part| part.path.clone()).collect();
+    tokio::task::spawn_blocking(move || hash_files(hasher, &paths))
+        .await
+        .map_err(|e| ObsError::internal(format!("hashing the object failed: {e}")))?
+        .map_err(|e| ObsError::internal(format!("cannot read the uploaded parts: {e}")))
 }
 
 async fn complete_upload(
@@ -1222,41 +1461,70 @@ async fn complete_upload(
         let parts = validate_parts(upload, &listed.parts, sim.obs.config.min_part_size)?;
         (upload.clone(), parts)
     };
-    let file = concatenate(sim, &parts).await?;
+    let sha256 = object_sha256(&upload.chain, &listed.parts, &parts).await?;
     let mut combined = Md5::new();
     for part in &parts {
         combined.update(part.md5);
     }
     let etag = format!("\"{}-{}\"", hex::encode(combined.finalize()), parts.len());
+    let segments: Vec<Segment> = parts
+        .iter()
+        .map(|part| Segment {
+            path: part.path.clone(),
+            size: part.size,
+        })
+        .collect();
     let object = StoredObject {
-        path: file.path,
         summary: ObjectSummary {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
-            size: file.digest.size,
-            sha256: file.digest.sha256,
+            size: segments.iter().map(|segment| segment.size).sum(),
+            sha256,
             etag: etag.clone(),
             content_type: upload.content_type.clone(),
             last_modified: sim.now(),
         },
+        segments,
         metadata: upload.metadata.clone(),
     };
-    let (removed_upload, replaced) = {
+    let (unused_parts, replaced) = {
         let mut store = sim.obs.lock();
+        // Parts sent again while the object was hashed would no longer match it.
+        let unchanged = store.uploads.get(upload_id).is_some_and(|current| {
+            listed.parts.iter().zip(&parts).all(|(item, part)| {
+                current
+                    .parts
+                    .get(&item.part_number)
+                    .is_some_and(|now| now.path == part.path)
+            })
+        });
+        if !unchanged {
+            return Err(ObsError::new(
+                StatusCode::CONFLICT,
+                "OperationAborted",
+                "A part of this upload changed while it was being completed; please retry.",
+            ));
+        }
         let removed = store.uploads.remove(upload_id);
+        let unused: Vec<PathBuf> = removed
+            .map(|upload| {
+                upload
+                    .parts
+                    .into_values()
+                    .map(|part| part.path)
+                    .filter(|path| !object.segments.iter().any(|s| &s.path == path))
+                    .collect()
+            })
+            .unwrap_or_default();
         let replaced = store
             .objects
             .insert((bucket.to_owned(), key.to_owned()), object);
-        (removed, replaced)
+        (unused, replaced)
     };
     if let Some(old) = replaced {
-        tokio::fs::remove_file(&old.path).await.ok();
+        remove_files(old.paths()).await;
     }
-    if let Some(upload) = removed_upload {
-        for part in upload.parts.values() {
-            tokio::fs::remove_file(&part.path).await.ok();
-        }
-    }
+    remove_files(unused_parts).await;
     Ok(xml_response(
         StatusCode::OK,
         format!(
@@ -1373,6 +1641,7 @@ mod tests {
             content_type: DEFAULT_CONTENT_TYPE.into(),
             metadata: Vec::new(),
             parts: BTreeMap::from([(1, part(200, 1)), (2, part(50, 2)), (3, part(10, 3))]),
+            chain: HashChain::default(),
         };
         let listed = |items: &[(u32, u8)]| -> Vec<CompletePart> {
             items

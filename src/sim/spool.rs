@@ -95,10 +95,15 @@ impl Spool {
         self.dir.path()
     }
 
+    /// A new, unique file name in the directory (the file is not created).
+    pub fn reserve(&self) -> PathBuf {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        self.dir.path().join(format!("blob-{n:08}"))
+    }
+
     /// Opens a new, uniquely named file.
     pub async fn create(&self) -> std::io::Result<SpoolWriter> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let path = self.dir.path().join(format!("blob-{n:08}"));
+        let path = self.reserve();
         let file = tokio::fs::File::create(&path).await?;
         Ok(SpoolWriter {
             path,

@@ -24,8 +24,9 @@ use crate::signing::{
 };
 
 const VENDOR: &str = "OBS";
-/// Default multipart part size: 16 MiB.
-pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
+/// Default multipart part size: 8 MiB. A streamed upload holds about two parts in memory, and
+/// 1 GiB (IoTDA's package limit) is 128 parts, far below OBS's 10,000.
+pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
 /// OBS's smallest part (all but the last).
 const MIN_PART_SIZE: u64 = 100 * 1024;
 /// Parts uploaded at once.

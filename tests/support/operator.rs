@@ -31,7 +31,8 @@ pub struct Stage {
     pub client: kube::Client,
     /// The vendor simulator.
     pub sim: SimHandle,
-    /// Base URL of the artifact server: `{artifacts}/fw-{n}.bin` serves [`firmware`]`(n)`.
+    /// Base URL of the artifact server: `{artifacts}/fw-{n}.bin` serves
+    /// [`firmware`]`(n, FIRMWARE_SIZE)`, `{artifacts}/fw-{n}-{size}.bin` [`firmware`]`(n, size)`.
     pub artifacts: String,
 }
 
@@ -69,12 +70,12 @@ impl Stage {
             "/{file}",
             get(
                 |axum::extract::Path(file): axum::extract::Path<String>| async move {
-                    let seed = file
-                        .trim_start_matches("fw-")
-                        .trim_end_matches(".bin")
-                        .parse::<u8>()
-                        .unwrap_or(0);
-                    firmware(seed, FIRMWARE_SIZE)
+                    let stem = file.trim_start_matches("fw-").trim_end_matches(".bin");
+                    let (seed, size) = stem.split_once('-').unwrap_or((stem, ""));
+                    firmware(
+                        seed.parse().unwrap_or(0),
+                        size.parse().unwrap_or(FIRMWARE_SIZE),
+                    )
                 },
             ),
         );
@@ -209,6 +210,12 @@ spec:
 
     /// An IoTDA provider `name` for the demo project and its OBS bucket `fw-bucket`.
     pub async fn iotda_provider(&self, name: &str) {
+        self.iotda_provider_with_obs(name, "").await;
+    }
+
+    /// [`Stage::iotda_provider`] with extra fields in its `obs` block (`{field: value, ...}`
+    /// flow-style entries, for example `partSizeMiB: 1`).
+    pub async fn iotda_provider_with_obs(&self, name: &str, extra_obs_fields: &str) {
         self.secret(
             &format!("{name}-credentials"),
             &[
@@ -234,6 +241,7 @@ spec:
       endpoint: {obs}
       bucket: fw-bucket
       keyPrefix: otaplane/
+      {extra_obs_fields}
 "#,
             base = self.sim.base_url,
             obs = self.sim.obs_url,
