@@ -1,7 +1,8 @@
 //! UpgradeCampaigns end to end: kube-lite + the vendor simulator + `otaplane::controller`
 //! in-process. Waves run to success on every vendor, failure thresholds pause or abort, suspend
 //! stops and resume goes on, silent devices time out, a future schedule waits, deletion cancels
-//! vendor-side, crashes never start a wave twice, and 10,000 devices cost paged calls only.
+//! vendor-side, a refused wave stalls, a rollout the vendor forgot counts as missing, crashes
+//! never start a wave twice, and 10,000 devices cost paged calls only.
 
 mod support;
 
@@ -691,23 +692,23 @@ async fn deleting_a_running_iotaap_campaign_says_its_deploys_stay() {
     operator.shutdown().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_wave_the_vendor_refuses_stalls_the_campaign_until_it_is_accepted() {
-    let (stage, operator) = stage(Vendor::Iotda, sim_config(&[])).await;
-    stage.sim.state.faults.add(vec![FaultRule {
-        id: 0,
-        vendor: Some(SimVendor::Iotda),
-        method: Some("POST".into()),
-        path: Some("*/batchtasks".into()),
-        after: 0,
-        count: None,
-        rate: None,
-        action: FaultAction::Error {
+/// A wave the vendor refuses (a 4xx on creation): the campaign is Stalled with the vendor's code,
+/// the refused wave is not recorded (its intent, written before the call, is withdrawn), and once
+/// the vendor accepts, the wave starts once and the campaign succeeds.
+async fn a_refused_wave_stalls_the_campaign_until_it_is_accepted(vendor: Vendor) {
+    let (stage, operator) = stage(vendor, sim_config(&[])).await;
+    let code = match vendor {
+        Vendor::Iotda => "IOTDA.000006",
+        _ => "INVALID_PARAMETER",
+    };
+    stage.sim.state.faults.add(vec![on_rollout_creation(
+        vendor,
+        FaultAction::Error {
             status: 400,
-            code: Some("IOTDA.000006".into()),
+            code: Some(code.into()),
             message: Some("Invalid input data.".into()),
         },
-    }]);
+    )]);
     campaign(&stage, "rollout", &devices("dev", 2), "").await;
     let stalled = wait_campaign(&stage, "rollout", |c| {
         condition(c.status.as_ref().map(|s| &s.conditions[..]), "Stalled") == Some("True")
@@ -721,10 +722,12 @@ async fn a_wave_the_vendor_refuses_stalls_the_campaign_until_it_is_accepted() {
     let message = &otaplane::api::find_condition(&status.conditions, "Stalled")
         .unwrap()
         .message;
-    assert!(message.contains("IOTDA.000006"), "{message}");
+    assert!(message.contains(code), "{message}");
     assert!(status.waves.is_empty(), "a refused wave is not recorded");
+    assert_eq!(status.phase, Some(CampaignPhase::Pending));
     let events = events(&stage, "rollout").await;
     assert!(event_count(&events, "VendorRejected") >= 1, "{events:?}");
+    assert_eq!(event_count(&events, "WaveStarted"), 0, "{events:?}");
 
     stage.sim.state.faults.clear();
     let done = wait_phase(&stage, "rollout", CampaignPhase::Succeeded).await;
@@ -734,7 +737,68 @@ async fn a_wave_the_vendor_refuses_stalls_the_campaign_until_it_is_accepted() {
         Some("False")
     );
     assert_eq!(status.counts.unwrap().succeeded, 2);
-    assert_eq!(vendor_rollouts(&stage, Vendor::Iotda).len(), 1);
+    assert_eq!(vendor_rollouts(&stage, vendor).len(), 1);
+    operator.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_wave_the_vendor_refuses_stalls_the_campaign_until_it_is_accepted() {
+    a_refused_wave_stalls_the_campaign_until_it_is_accepted(Vendor::Iotda).await;
+}
+
+#[tokio::test]
+async fn a_wave_thingspace_refuses_stalls_the_campaign_until_it_is_accepted() {
+    a_refused_wave_stalls_the_campaign_until_it_is_accepted(Vendor::ThingSpace).await;
+}
+
+/// ThingSpace answers 400 "Invalid upgradeId" (not 404) for a campaign it does not know: the
+/// operator reads that as a rollout gone vendor-side, not as a refusal that stalls.
+#[tokio::test]
+async fn a_thingspace_campaign_the_vendor_no_longer_knows_counts_as_missing() {
+    let (stage, operator) = stage(Vendor::ThingSpace, sim_config(&[])).await;
+    campaign(&stage, "rollout", &devices("slow", 2), "").await;
+    let running = wait_campaign(&stage, "rollout", |c| {
+        c.status
+            .as_ref()
+            .is_some_and(|s| s.waves.first().is_some_and(|w| w.vendor_id.is_some()))
+    })
+    .await;
+    let vendor_id = running.status.unwrap().waves[0].vendor_id.clone().unwrap();
+    stage.sim.state.faults.add(vec![FaultRule {
+        id: 0,
+        vendor: Some(SimVendor::ThingSpace),
+        method: Some("GET".into()),
+        path: Some(format!("*/fota/v2/campaigns/*/{vendor_id}")),
+        after: 0,
+        count: None,
+        rate: None,
+        action: FaultAction::Error {
+            status: 400,
+            code: Some("INVALID_PARAMETER".into()),
+            message: Some("Invalid upgradeId".into()),
+        },
+    }]);
+    let gone = wait_campaign(&stage, "rollout", |c| {
+        c.status
+            .as_ref()
+            .is_some_and(|s| s.waves.first().is_some_and(|w| w.completed_at.is_some()))
+    })
+    .await;
+    let status = gone.status.unwrap();
+    assert_eq!(status.waves[0].phase, WavePhase::Cancelled);
+    assert_eq!(status.waves[0].counts.skipped, 2, "{:?}", status.waves[0]);
+    assert_ne!(
+        condition(Some(&status.conditions), "Stalled"),
+        Some("True"),
+        "{:?}",
+        status.conditions
+    );
+    let events = events(&stage, "rollout").await;
+    assert!(
+        event_count(&events, "VendorRolloutMissing") >= 1,
+        "{events:?}"
+    );
+    assert_eq!(event_count(&events, "VendorRejected"), 0, "{events:?}");
     operator.shutdown().await.unwrap();
 }
 
@@ -774,8 +838,35 @@ async fn wait_soaking_after(stage: &Stage, waves: usize) {
     .await;
 }
 
+/// A fault on the vendor call that creates a wave's rollout.
+fn on_rollout_creation(vendor: Vendor, action: FaultAction) -> FaultRule {
+    let (sim_vendor, path) = match vendor {
+        Vendor::ThingSpace => (SimVendor::ThingSpace, "*/fota/v2/campaigns/files/*"),
+        Vendor::Iotda => (SimVendor::Iotda, "*/batchtasks"),
+        Vendor::Iotaap => (SimVendor::Iotaap, "/v1/ota/device"),
+    };
+    FaultRule {
+        id: 0,
+        vendor: Some(sim_vendor),
+        method: Some("POST".into()),
+        path: Some(path.into()),
+        after: 0,
+        count: None,
+        rate: None,
+        action,
+    }
+}
+
+/// Whether the campaign's status shows `waves` waves, the last one started without a vendor ID
+/// (its intent written, the vendor's answer not recorded).
+fn last_wave_intent_only(campaign: &UpgradeCampaign, waves: usize) -> bool {
+    campaign.status.as_ref().is_some_and(|s| {
+        s.waves.len() == waves && s.waves.last().is_some_and(|w| w.vendor_id.is_none())
+    })
+}
+
 async fn killed_at_each_step_starts_no_wave_twice(vendor: Vendor) {
-    let ids = devices("dev", 6);
+    let ids = devices("dev", 8);
     let stage = Stage::start_with(sim_config(&[])).await;
     let operator = stage.operator().await;
     match vendor {
@@ -803,48 +894,75 @@ async fn killed_at_each_step_starts_no_wave_twice(vendor: Vendor) {
     operator.kill().await;
     assert_eq!(rollout_creations(&stage, vendor), 1);
 
-    // 2. After the vendor created the second wave, before its ID reached status.
+    // 2. After the second wave's intent was written, before the vendor created it (the vendor
+    //    fails every creation until the operator is killed).
     let operator = stage.operator().await;
     wait_soaking_after(&stage, 1).await;
+    stage.sim.state.faults.add(vec![on_rollout_creation(
+        vendor,
+        FaultAction::Error {
+            status: 503,
+            code: None,
+            message: None,
+        },
+    )]);
+    wait_campaign(&stage, "rollout", |c| last_wave_intent_only(c, 2)).await;
+    operator.kill().await;
+    stage.sim.state.faults.clear();
+    assert_eq!(
+        vendor_rollouts(&stage, vendor).len(),
+        1,
+        "wave 1 never reached the vendor"
+    );
+
+    // 3. After the vendor created the third wave, before its ID reached status (the creation is
+    //    held until status writes fail).
+    let operator = stage.operator().await;
+    wait_soaking_after(&stage, 2).await;
+    stage.sim.state.faults.add(vec![on_rollout_creation(
+        vendor,
+        FaultAction::Latency { ms: 1000 },
+    )]);
+    wait_campaign(&stage, "rollout", |c| last_wave_intent_only(c, 3)).await;
     stage
         .kube
         .faults()
         .fail_next("patch", "upgradecampaigns", 100_000, 500);
     let deadline = tokio::time::Instant::now() + WAIT;
-    while rollout_creations(&stage, vendor) < 2 {
+    while vendor_rollouts(&stage, vendor).len() < 3 {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "wave 1 never started"
+            "wave 2 never started"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     operator.kill().await;
     stage.kube.faults().clear();
+    stage.sim.state.faults.clear();
     let lost = stage.campaign("rollout").await.unwrap();
-    assert_eq!(
-        lost.status.as_ref().unwrap().waves.len(),
-        1,
-        "wave 1's start was never recorded"
+    assert!(
+        last_wave_intent_only(&lost, 3),
+        "wave 2's start was recorded, its vendor ID was not: {:?}",
+        lost.status
     );
 
-    // 3. While soaking after the second wave.
+    // 4. While soaking after the third wave.
     let operator = stage.operator().await;
-    wait_soaking_after(&stage, 2).await;
+    wait_soaking_after(&stage, 3).await;
     operator.kill().await;
 
-    // 4. To the end.
+    // 5. To the end.
     let operator = stage.operator().await;
     let done = wait_phase(&stage, "rollout", CampaignPhase::Succeeded).await;
     let status = done.status.clone().unwrap();
-    assert_eq!(status.counts.as_ref().unwrap().succeeded, 6);
-    assert_eq!(
-        rollout_creations(&stage, vendor),
-        3,
-        "{vendor:?}: one vendor rollout per wave across three crashes"
-    );
+    assert_eq!(status.counts.as_ref().unwrap().succeeded, 8);
     let rollouts = vendor_rollouts(&stage, vendor);
-    assert_eq!(rollouts.len(), 3, "{rollouts:?}");
+    assert_eq!(
+        rollouts.len(),
+        4,
+        "{vendor:?}: one vendor rollout per wave across four crashes: {rollouts:?}"
+    );
     for wave in &status.waves {
         assert!(
             rollouts

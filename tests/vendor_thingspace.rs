@@ -1,5 +1,6 @@
 //! The ThingSpace client against the simulator over loopback: upload, lookup, a campaign to its
-//! end, session expiry, and a wrong password that is never retried.
+//! end, session expiry, a wrong password that is never retried, cancels of finished campaigns
+//! that count as done, and an unknown campaign ID that reads as not found.
 
 use std::{
     collections::BTreeMap,
@@ -189,4 +190,74 @@ async fn a_campaign_can_be_cancelled() {
         "{progress:?}"
     );
     assert!(progress.is_finished(), "{progress:?}");
+
+    // ThingSpace refuses a second cancel ("already cancelled"): there is nothing left to stop.
+    client.cancel_rollout(&campaign).await.unwrap();
+}
+
+#[tokio::test]
+async fn cancelling_a_campaign_that_already_ended_counts_as_done() {
+    let sim = start_sim().await;
+    let client = client(&sim, "demo-password", &Arc::new(Calls::default()));
+    let image = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(image.path(), b"fw").unwrap();
+    let registered = client
+        .register_package(&package(), image.path(), 2)
+        .await
+        .unwrap();
+    let devices = vec!["990013907835574".to_string()];
+    let rollout = RolloutSpec {
+        name: "otaplane-ended-w0".into(),
+        devices: devices.clone(),
+        end_date: None,
+        download_windows: Vec::new(),
+        install_windows: Vec::new(),
+        retry: None,
+        gateway_mode: false,
+    };
+    let campaign = client.start_rollout(&registered, &rollout).await.unwrap();
+    let mut progress = client.rollout_progress(&campaign, &devices).await.unwrap();
+    for _ in 0..100 {
+        if progress.vendor_status == "CampaignEnded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        progress = client.rollout_progress(&campaign, &devices).await.unwrap();
+    }
+    assert_eq!(progress.vendor_status, "CampaignEnded", "{progress:?}");
+
+    client.cancel_rollout(&campaign).await.unwrap();
+    let after = client.rollout_progress(&campaign, &devices).await.unwrap();
+    assert_eq!(after.vendor_status, "CampaignEnded", "{after:?}");
+    assert_eq!(
+        after.tally.succeeded, 1,
+        "the upgrade stays done: {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_campaign_id_thingspace_does_not_know_is_not_found() {
+    let sim = start_sim().await;
+    let client = client(&sim, "demo-password", &Arc::new(Calls::default()));
+    let unknown = "6f1c2b8e-0d4a-4c55-9a57-3f1e2d4c5b6a";
+    let devices = vec!["990013907835575".to_string()];
+
+    let err = client
+        .rollout_progress(unknown, &devices)
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    assert!(!err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("Invalid upgradeId"), "{err}");
+
+    // Nothing of an unknown campaign is left to stop.
+    client.cancel_rollout(unknown).await.unwrap();
+
+    // A malformed ID is still a refusal, not a missing campaign.
+    let err = client
+        .rollout_progress("not-a-uuid", &devices)
+        .await
+        .unwrap_err();
+    assert!(!err.is_not_found(), "{err}");
+    assert_eq!(err.status(), Some(400), "{err}");
 }

@@ -7,11 +7,13 @@
 //! 2. **observe**: one progress poll per wave the last status shows as started and unfinished
 //!    (by its recorded vendor ID, or looked up by its deterministic name).
 //! 3. **decide**: [`decide`], pure.
-//! 4. **apply**: the decision's actions in order. A started wave is looked up by name first and
-//!    adopted if found; its vendor ID is written to status at once, so a crash never starts a
-//!    wave twice. When an action fails the decision is dropped and retried with backoff; a
-//!    terminal error (a vendor's 4xx, a spec the vendor refuses) also sets `Stalled` on the
-//!    last written status.
+//! 4. **apply**: the decision's actions in order. Before a wave is started its intent (started,
+//!    no vendor ID yet) is written to status, and its vendor ID is written as soon as the vendor
+//!    answers, so a crash never starts a wave twice: a wave the status shows without a vendor ID
+//!    is looked up by name (and adopted if found) before it is started again; a wave without
+//!    that trace is started without a lookup. When an action fails the decision is dropped and
+//!    retried with backoff; a terminal error (a vendor's 4xx, a spec the vendor refuses) also
+//!    sets `Stalled` on the last written status before this reconcile's start.
 //! 5. **status**: events, then the status when it changed, then a requeue with jitter.
 //!
 //! Deletion goes through the finalizer [`FINALIZER`]: running waves are cancelled vendor-side
@@ -38,7 +40,7 @@ use crate::api::{
 use crate::reconcile::{
     Action as WaveAction, CampaignInput, ConditionStatus, Decision, DesiredCondition, EventType,
     ObservedCounts, ObservedFailure, PackageReadiness, WaveObservation, decide, plan_waves,
-    set_condition,
+    reasons, set_condition,
 };
 use crate::vendor::{
     CancelOutcome, PackageSpec, RegisteredPackage, RolloutProgress, RolloutSpec, VendorClient,
@@ -116,6 +118,8 @@ struct Run {
     written: Option<UpgradeCampaignStatus>,
     /// Whether the decision's events were already published.
     events_published: bool,
+    /// Waves that the observation looked up by name and the vendor does not have.
+    searched: Vec<usize>,
 }
 
 /// The package and provider a campaign resolved to.
@@ -141,6 +145,7 @@ impl Run {
             target,
             vendor: None,
             events_published: false,
+            searched: Vec::new(),
         }
     }
 
@@ -218,6 +223,7 @@ impl Run {
                 None => vendor.client.find_rollout(&vendor.spec, &name).await?,
             };
             let Some(vendor_id) = vendor_id else {
+                self.searched.push(index);
                 observations.push(WaveObservation {
                     index,
                     ..WaveObservation::default()
@@ -243,7 +249,6 @@ impl Run {
 
     /// Applies the decision's actions in order; records and writes each started wave at once.
     async fn act(&mut self, decision: &mut Decision) -> Result<(), ControllerError> {
-        let waves = self.waves().unwrap_or_default();
         for action in decision.actions.clone() {
             match action {
                 WaveAction::StartWave {
@@ -251,7 +256,7 @@ impl Run {
                     name,
                     devices,
                 } => {
-                    let vendor_id = self.start_wave(&name, devices).await?;
+                    let vendor_id = self.start_recorded(decision, index, &name, devices).await?;
                     decision.record_vendor_id(index, vendor_id);
                     self.commit(decision).await?;
                 }
@@ -260,8 +265,7 @@ impl Run {
                     name,
                     vendor_id,
                 } => {
-                    let devices = self.devices(&waves, index);
-                    self.cancel_wave(index, &name, Some(vendor_id), &devices, "stop")
+                    self.cancel_wave(index, &name, Some(vendor_id), "stop")
                         .await?;
                 }
                 WaveAction::CancelWave {
@@ -270,20 +274,84 @@ impl Run {
                     vendor_id,
                     ..
                 } => {
-                    let devices = self.devices(&waves, index);
-                    self.cancel_wave(index, &name, vendor_id, &devices, "cancel")
-                        .await?;
+                    self.cancel_wave(index, &name, vendor_id, "cancel").await?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Adopts the wave's rollout if it exists under `name`, starts it otherwise; returns its ID.
+    /// Starts wave `index` so that a crash can never start it twice: the intent (the wave
+    /// started, no vendor ID yet) is written to status before the vendor is asked. The rollout
+    /// is looked up by name first only when an earlier attempt may have reached the vendor
+    /// without its ID being recorded:
+    /// - the stored status shows the wave started without a vendor ID (a crash or a failed call
+    ///   after the intent was written), unless this reconcile's observation already searched
+    ///   for it and found nothing;
+    /// - or the stored status is `Stalled`: after a refused start the intent is withdrawn, and
+    ///   retries while stalled write none (each retry would otherwise write the status twice and
+    ///   re-trigger itself), so a retry that the vendor accepted leaves no trace but the lookup.
+    ///
+    /// A terminal failure withdraws the intent: the campaign shows the last status it had
+    /// before this start, with `Stalled` (see [`Run::fail`]). A retryable one keeps it, and the
+    /// next attempt looks the rollout up.
+    async fn start_recorded(
+        &mut self,
+        decision: &Decision,
+        index: usize,
+        name: &str,
+        devices: Range<usize>,
+    ) -> Result<String, ControllerError> {
+        let stored = self.written.as_ref();
+        let interrupted = stored.is_some_and(|status| {
+            status
+                .waves
+                .iter()
+                .any(|wave| wave.index as usize == index && wave.vendor_id.is_none())
+        });
+        let stalled = stored.is_some_and(|status| {
+            find_condition(&status.conditions, STALLED).is_some_and(|c| c.status == "True")
+        });
+        let look_up = (interrupted && !self.searched.contains(&index)) || stalled;
+        // IoTaaP finds nothing by name (its deploys are idempotent): an intent would buy nothing.
+        let idempotent = self
+            .target
+            .as_ref()
+            .is_some_and(|target| target.vendor == Vendor::Iotaap);
+        let before_intent = self.written.clone();
+        if !interrupted && !stalled && !idempotent {
+            self.write_intent(decision).await?;
+        }
+        match self.start_wave(name, devices, look_up).await {
+            Ok(vendor_id) => Ok(vendor_id),
+            Err(err) => {
+                if !err.is_retryable() {
+                    self.written = before_intent;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Writes the decision's status (a wave started, its vendor ID not yet known) without
+    /// publishing its events: they go out once the vendor accepted the start.
+    async fn write_intent(&mut self, decision: &Decision) -> Result<(), ControllerError> {
+        if decision.status_changed(self.written.as_ref()) {
+            self.ctx
+                .write_status(&*self.campaign, &decision.status)
+                .await?;
+            self.written = Some(decision.status.clone());
+        }
+        Ok(())
+    }
+
+    /// Starts the wave's rollout and returns its ID; with `look_up`, first adopts the rollout
+    /// called `name` if the vendor has one.
     async fn start_wave(
         &mut self,
         name: &str,
         devices: Range<usize>,
+        look_up: bool,
     ) -> Result<String, ControllerError> {
         let rollout = rollout_spec(&self.campaign.spec, name, devices)?;
         let artifact_package = self
@@ -300,10 +368,15 @@ impl Run {
                 ),
             });
         };
-        if let Some(found) = vendor.client.find_rollout(&vendor.spec, name).await? {
+        let found = if look_up {
+            vendor.client.find_rollout(&vendor.spec, name).await?
+        } else {
+            None
+        };
+        if let Some(found) = found {
             self.event(
                 KubeEventType::Normal,
-                "WaveAdopted",
+                reasons::WAVE_ADOPTED,
                 format!("adopted the existing vendor rollout {found} named {name}"),
             )
             .await;
@@ -348,7 +421,6 @@ impl Run {
         index: usize,
         name: &str,
         vendor_id: Option<String>,
-        devices: &[String],
         verb: &str,
     ) -> Result<(), ControllerError> {
         let Some(vendor) = self.vendor().await? else {
@@ -370,7 +442,7 @@ impl Run {
         let Some(vendor_id) = vendor_id else {
             return Ok(());
         };
-        if self.cancel(&vendor_id, devices).await? == CancelOutcome::NotSupported {
+        if self.cancel(&vendor_id).await? == CancelOutcome::NotSupported {
             let vendor = self.vendor_name();
             self.event(
                 KubeEventType::Normal,
@@ -384,30 +456,15 @@ impl Run {
         Ok(())
     }
 
-    /// Stops what has not finished in a rollout. A refusal because the rollout already finished
-    /// counts as done: nothing is left to stop.
-    async fn cancel(
-        &mut self,
-        vendor_id: &str,
-        devices: &[String],
-    ) -> Result<CancelOutcome, ControllerError> {
+    /// Stops what has not finished in a rollout. A rollout that is gone counts as done; the
+    /// vendor clients already count a refusal because the rollout finished as done.
+    async fn cancel(&mut self, vendor_id: &str) -> Result<CancelOutcome, ControllerError> {
         let Some(vendor) = self.vendor().await? else {
             return Ok(CancelOutcome::NotSupported);
         };
         match vendor.client.cancel_rollout(vendor_id).await {
             Ok(outcome) => Ok(outcome),
             Err(err) if err.is_not_found() => Ok(CancelOutcome::Cancelled),
-            Err(err) if !err.is_retryable() => {
-                let progress = vendor
-                    .client
-                    .rollout_progress(&vendor.spec, vendor_id, devices)
-                    .await?;
-                if progress.is_finished() {
-                    Ok(CancelOutcome::Cancelled)
-                } else {
-                    Err(err.into())
-                }
-            }
             Err(err) => Err(err.into()),
         }
     }
@@ -501,6 +558,7 @@ async fn apply(
     campaign: Arc<UpgradeCampaign>,
     ctx: Arc<Context>,
 ) -> Result<Action, ControllerError> {
+    let campaign = freshest(campaign, &ctx).await?;
     let (readiness, target) = dereference(&campaign, &ctx);
     let mut run = Run::new(campaign.clone(), ctx.clone(), target);
     let observations = match run.observe().await {
@@ -515,6 +573,30 @@ async fn apply(
     Ok(match decision.requeue_after {
         Some(after) => Action::requeue(with_jitter(after)),
         None => Action::await_change(),
+    })
+}
+
+/// The campaign as the API server has it now, when the cached copy shows an unfinished wave
+/// without a vendor ID. The cache can lag behind this operator's own last writes (a wave's
+/// intent, then its ID), and a wave without an ID costs a vendor lookup by name; one read from
+/// the API server is cheaper, and only this case pays it.
+async fn freshest(
+    campaign: Arc<UpgradeCampaign>,
+    ctx: &Context,
+) -> Result<Arc<UpgradeCampaign>, ControllerError> {
+    let unrecorded = campaign.status.as_ref().is_some_and(|status| {
+        status
+            .waves
+            .iter()
+            .any(|wave| wave.completed_at.is_none() && wave.vendor_id.is_none())
+    });
+    let Some(namespace) = campaign.namespace().filter(|_| unrecorded) else {
+        return Ok(campaign);
+    };
+    let api: Api<UpgradeCampaign> = Api::namespaced(ctx.kube.clone(), &namespace);
+    Ok(match api.get_opt(&campaign.name_any()).await? {
+        Some(fresh) if fresh.metadata.uid == campaign.metadata.uid => Arc::new(fresh),
+        _ => campaign,
     })
 }
 

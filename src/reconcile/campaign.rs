@@ -10,9 +10,13 @@
 //!    recorded without a vendor ID must be looked up by its deterministic name (its observation
 //!    says whether it exists); a wave with no observation at all is taken to not exist.
 //! 2. Call [`decide`].
-//! 3. Apply [`Decision::actions`] in order. For [`Action::StartWave`], look the rollout up by
-//!    name first and adopt it if found; record its vendor ID with [`Decision::record_vendor_id`].
-//!    If an action fails, write nothing and reconcile again later: the decision is recomputed.
+//! 3. Apply [`Decision::actions`] in order. For [`Action::StartWave`], write the decision's
+//!    status first (the wave started, no vendor ID: the intent), then start the rollout; record
+//!    its vendor ID with [`Decision::record_vendor_id`] and write again. When the last status
+//!    already shows the wave without a vendor ID, an earlier attempt may have reached the vendor:
+//!    look the rollout up by name first and adopt it if found. If an action fails, write nothing
+//!    more and reconcile again later: the decision is recomputed (a wave left with its intent
+//!    only is looked up by the next observation, see step 1).
 //! 4. Emit the events, write the status when it differs from the last one, and requeue after
 //!    [`Decision::requeue_after`] plus jitter. When [`Decision::finalize`] is set (the campaign is
 //!    being deleted) and every action succeeded, remove the finalizer.
@@ -87,6 +91,9 @@ pub mod reasons {
     pub const TIMED_OUT: &str = "TimedOut";
     /// Event: a wave's vendor rollout was requested.
     pub const WAVE_STARTED: &str = "WaveStarted";
+    /// Event: a wave's vendor rollout, started by an attempt whose vendor ID was never recorded,
+    /// was found by name and adopted.
+    pub const WAVE_ADOPTED: &str = "WaveAdopted";
     /// Event: every device of a wave finished.
     pub const WAVE_FINISHED: &str = "WaveFinished";
     /// Event: devices of a wave hit `deviceTimeout`.
@@ -613,7 +620,14 @@ impl<'a> Decider<'a> {
             if self.waves[position].vendor_id.is_none() {
                 match observation {
                     Some(found) if found.exists && found.vendor_id.is_some() => {
-                        self.waves[position].vendor_id = found.vendor_id.clone();
+                        let wave = &mut self.waves[position];
+                        wave.vendor_id = found.vendor_id.clone();
+                        let message = format!(
+                            "adopted the existing vendor rollout {} named {} for wave {position}",
+                            wave.vendor_id.as_deref().unwrap_or_default(),
+                            wave.name
+                        );
+                        self.event(EventType::Normal, reasons::WAVE_ADOPTED, message);
                     }
                     _ => {
                         // Created vendor-side or not, the status never heard back: start it

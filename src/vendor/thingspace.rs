@@ -679,7 +679,8 @@ impl ThingSpaceClient {
 
     /// The campaign's state and each device's, paging the device report 1,000 at a time.
     /// Devices of the wave that the report does not list yet count as pending; once the
-    /// campaign itself ended, they count as failed (they never reported).
+    /// campaign itself ended, they count as failed (they never reported). A campaign ThingSpace
+    /// does not know is a not-found error ([`VendorError::is_not_found`]).
     pub async fn rollout_progress(
         &self,
         campaign_id: &str,
@@ -692,7 +693,8 @@ impl ThingSpaceClient {
                 false,
                 |client| Ok(client.get(&campaign_url)),
             )
-            .await?;
+            .await
+            .map_err(campaign_not_found)?;
         let campaign: Value = decode(response, "get_campaign").await?;
         let campaign_status = campaign["status"].as_str().unwrap_or_default().to_string();
 
@@ -714,7 +716,8 @@ impl ThingSpaceClient {
                         .get(&report_url)
                         .query(&[("lastSeenDeviceId", last_seen.as_str())]))
                 })
-                .await?;
+                .await
+                .map_err(campaign_not_found)?;
             let page: Value = decode(response, "campaign_device_report").await?;
             for device in page["deviceList"]
                 .as_array()
@@ -750,17 +753,110 @@ impl ThingSpaceClient {
     }
 
     /// Cancels (before start) or aborts (after start) the campaign. A campaign that already
-    /// ended cannot be cancelled; that counts as done.
+    /// finished (ended, cancelled or aborted) or that ThingSpace does not know counts as done:
+    /// nothing of it is left to stop.
     pub async fn cancel_rollout(&self, campaign_id: &str) -> Result<(), VendorError> {
         let url = self.fota_url(&format!("campaigns/{}/{campaign_id}", self.account()));
         match self
             .fota("cancel_campaign", false, |client| Ok(client.delete(&url)))
             .await
+            .map_err(campaign_not_found)
         {
             Ok(_) => Ok(()),
-            Err(err) if err.status() == Some(404) => Ok(()),
+            Err(err) if err.is_not_found() || is_already_finished(&err) => Ok(()),
             Err(err) => Err(err),
         }
+    }
+}
+
+/// The words of a vendor text, lower-cased, split at anything that is not a letter or digit.
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// Whether an error is ThingSpace's answer to a campaign ID it does not know.
+///
+/// ThingSpace has no 404 for campaigns: an unknown ID gets HTTP 400 `INVALID_PARAMETER` with
+/// the message "Invalid upgradeId" (fact sheet §6, the SWM error table). Every SWM validation
+/// error shares that code, so the message is what tells them apart. It is compared by its words
+/// (case, spacing and punctuation ignored: "Invalid upgradeId", "INVALID_UPGRADE_ID" and
+/// "invalid upgrade id" all match), in the message or in the code. "Invalid uuid" (a malformed
+/// ID) does not match: that is our mistake, not a campaign that went away.
+fn is_unknown_campaign(err: &VendorError) -> bool {
+    let VendorError::Api {
+        status: 400,
+        code,
+        message,
+        ..
+    } = err
+    else {
+        return false;
+    };
+    [Some(message.as_str()), code.as_deref()]
+        .into_iter()
+        .flatten()
+        .any(|text| words(text).concat().contains("invalidupgradeid"))
+}
+
+/// Whether an error is ThingSpace refusing to cancel a campaign that already finished.
+///
+/// Cancel errors are HTTP 400 `{errorCode, errorMessage}` (fact sheet §3.4), and Ended,
+/// Cancelled and Aborted are terminal states (fact sheet, Lifecycle), so a DELETE on such a
+/// campaign is refused. No code is documented for it (every SWM code is `INVALID_PARAMETER`),
+/// so the message decides: it says "already" and names a finished state ("Campaign has already
+/// ended", "Campaign is already cancelled", "... already completed/aborted"), in any case or
+/// punctuation.
+fn is_already_finished(err: &VendorError) -> bool {
+    const FINISHED: [&str; 7] = [
+        "ended",
+        "completed",
+        "finished",
+        "cancelled",
+        "canceled",
+        "aborted",
+        "expired",
+    ];
+    let VendorError::Api {
+        status: 400,
+        message,
+        ..
+    } = err
+    else {
+        return false;
+    };
+    let words = words(message);
+    words.iter().any(|word| word == "already")
+        && words.iter().any(|word| FINISHED.contains(&word.as_str()))
+}
+
+/// Turns ThingSpace's "Invalid upgradeId" (HTTP 400) into the vendor layer's not-found (404,
+/// [`VendorError::is_not_found`]), so that a campaign that is gone reads as missing rather
+/// than as a refused call. The message says what ThingSpace really answered.
+fn campaign_not_found(err: VendorError) -> VendorError {
+    if !is_unknown_campaign(&err) {
+        return err;
+    }
+    match err {
+        VendorError::Api {
+            vendor,
+            endpoint,
+            code,
+            message,
+            retry_after,
+            ..
+        } => VendorError::Api {
+            vendor,
+            endpoint,
+            status: 404,
+            code,
+            message: format!("{message} (HTTP 400: ThingSpace does not know this campaign)"),
+            retryable: false,
+            retry_after,
+        },
+        other => other,
     }
 }
 
@@ -885,6 +981,71 @@ mod tests {
             DeviceState::Failed("RovaClientDidNotReportStatus".into())
         );
         assert_eq!(unreported_state("CampaignScheduled"), DeviceState::Pending);
+    }
+
+    fn refused(status: u16, code: &str, message: &str) -> VendorError {
+        VendorError::Api {
+            vendor: VENDOR,
+            endpoint: "get_campaign",
+            status,
+            code: Some(code.into()),
+            message: message.into(),
+            retryable: status >= 500,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn an_unknown_campaign_id_reads_as_not_found() {
+        let err = campaign_not_found(refused(400, "INVALID_PARAMETER", "Invalid upgradeId"));
+        assert!(err.is_not_found(), "{err}");
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains("Invalid upgradeId"), "{err}");
+        for (code, message) in [
+            ("INVALID_PARAMETER", "invalid upgrade id."),
+            ("INVALID_PARAMETER", "INVALID_UPGRADEID"),
+            ("INVALID_UPGRADE_ID", ""),
+        ] {
+            let err = campaign_not_found(refused(400, code, message));
+            assert!(err.is_not_found(), "{code} {message}");
+        }
+        for (status, message) in [
+            (400, "Invalid uuid"),
+            (400, "Device list is empty"),
+            (400, "upgradeId is invalid for this account"),
+            (503, "Invalid upgradeId"),
+        ] {
+            let err = campaign_not_found(refused(status, "INVALID_PARAMETER", message));
+            assert!(!err.is_not_found(), "{status} {message}");
+            assert_eq!(err.status(), Some(status));
+        }
+    }
+
+    #[test]
+    fn a_cancel_refused_because_the_campaign_finished_is_recognised() {
+        for message in [
+            "Campaign has already ended",
+            "Campaign is already cancelled",
+            "The campaign has already ended or was cancelled",
+            "campaign already COMPLETED",
+            "Campaign was already aborted.",
+        ] {
+            assert!(
+                is_already_finished(&refused(400, "INVALID_PARAMETER", message)),
+                "{message}"
+            );
+        }
+        for (status, message) in [
+            (400, "A started campaign cannot be cancelled"),
+            (400, "Device already in another campaign"),
+            (400, "Invalid upgradeId"),
+            (500, "Campaign has already ended"),
+        ] {
+            assert!(
+                !is_already_finished(&refused(status, "INVALID_PARAMETER", message)),
+                "{status} {message}"
+            );
+        }
     }
 
     #[test]

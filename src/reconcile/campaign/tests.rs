@@ -902,6 +902,11 @@ fn a_start_lost_in_a_crash_is_retried_under_the_same_name_and_adopted_when_found
     found.vendor_id = Some("found-by-name".into());
     let adopted = campaign.step(30, &[found]);
     assert!(adopted.actions.is_empty());
+    assert!(
+        event_reasons(&adopted).contains(&reasons::WAVE_ADOPTED),
+        "{:?}",
+        adopted.events
+    );
     assert_eq!(
         campaign.status().waves[0].vendor_id.as_deref(),
         Some("found-by-name")
