@@ -14,74 +14,15 @@ mod support;
 
 mod common;
 
+use common::campaigns::{TIME_SCALE, campaign, env_or, sim_config};
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kube::Api;
 use kube::api::{ListParams, PostParams};
-use otaplane::api::{
-    CampaignPhase, LocalObjectReference, Strategy, UpgradeCampaign, UpgradeCampaignSpec, Waves,
-};
-use otaplane::sim::SimConfig;
-use otaplane::sim::fleet::UpgradeTiming;
+use otaplane::api::{CampaignPhase, UpgradeCampaign};
 use support::operator::{NAMESPACE, Stage};
-
-/// Virtual seconds per real second.
-const TIME_SCALE: f64 = 600.0;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
-}
-
-/// The simulator: an upgrade takes about 8 virtual seconds; the virtual clock starts at today's
-/// midnight (UTC), so ThingSpace campaigns that start "today" are valid.
-fn sim_config() -> SimConfig {
-    let mut config = SimConfig {
-        time_scale: TIME_SCALE,
-        start_time: Some(
-            jiff::Timestamp::now()
-                .to_zoned(jiff::tz::TimeZone::UTC)
-                .start_of_day()
-                .expect("midnight exists")
-                .timestamp(),
-        ),
-        ..SimConfig::default()
-    };
-    config.fleet.timing = UpgradeTiming {
-        queue_secs: 2.0,
-        download_secs: 4.0,
-        install_secs: 2.0,
-        jitter: 0.25,
-    };
-    config.thingspace.token_lifetime_secs = 30 * 24 * 3600;
-    config.thingspace.session_idle_secs = 30 * 24 * 3600;
-    config.thingspace.validation_delay_secs = 1;
-    config.iotda.initializing_secs = 1;
-    config
-}
-
-fn campaign(index: usize, devices: usize) -> UpgradeCampaign {
-    UpgradeCampaign::new(
-        &format!("campaign-{index}"),
-        UpgradeCampaignSpec {
-            package_ref: LocalObjectReference::new("fw"),
-            devices: (0..devices)
-                .map(|i| format!("c{index}-dev-{i:06}"))
-                .collect(),
-            strategy: Some(Strategy {
-                waves: Some(Waves {
-                    percentages: Some(vec![10, 50, 100]),
-                    size: None,
-                }),
-                ..Strategy::default()
-            }),
-            ..UpgradeCampaignSpec::default()
-        },
-    )
-}
 
 fn rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
