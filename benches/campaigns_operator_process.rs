@@ -18,15 +18,11 @@ mod support;
 mod common;
 mod operator_process;
 
-use common::campaigns::{TIME_SCALE, campaign, env_or, sim_config};
-
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use common::campaigns::{TIME_SCALE, create_and_wait, env_or, print_run, sim_config};
 
 use kube::Api;
-use kube::api::{ListParams, PostParams};
 use operator_process::{OPERATOR_ENV, OperatorProcess, ProcessUsage};
-use otaplane::api::{CampaignPhase, UpgradeCampaign};
+use otaplane::api::UpgradeCampaign;
 use support::operator::{NAMESPACE, Stage};
 
 fn print_usage(label: &str, usage: ProcessUsage) {
@@ -58,66 +54,22 @@ async fn run(vendor: &str, campaigns: usize, devices: usize) {
     let before = operator.usage();
 
     let api: Api<UpgradeCampaign> = Api::namespaced(stage.client.clone(), NAMESPACE);
-    let start = Instant::now();
-    for index in 0..campaigns {
-        api.create(&PostParams::default(), &campaign(index, devices))
-            .await
-            .expect("create");
-    }
-    let created = start.elapsed();
-    let items = loop {
-        let items = api.list(&ListParams::default()).await.unwrap().items;
-        let done = items
-            .iter()
-            .filter(|c| c.status.as_ref().and_then(|s| s.phase) == Some(CampaignPhase::Succeeded))
-            .count();
-        if done == campaigns {
-            break items;
-        }
-        operator.assert_running();
-        assert!(
-            start.elapsed() < Duration::from_secs(900),
-            "only {done}/{campaigns} campaigns Succeeded"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let finished = start.elapsed();
+    let run = create_and_wait(&api, campaigns, devices, || operator.assert_running()).await;
     let after = operator.usage();
 
-    let mut by_route: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for call in stage.sim.state.calls.snapshot() {
-        *by_route.entry((call.method, call.route)).or_default() += call.count;
-    }
-    let total: u64 = by_route.values().sum();
-    let largest_status = items
-        .iter()
-        .map(|c| serde_json::to_vec(&c.status).unwrap().len())
-        .max()
-        .unwrap_or(0);
-    let succeeded: i64 = items
-        .iter()
-        .filter_map(|c| c.status.as_ref()?.counts.as_ref().map(|n| n.succeeded))
-        .sum();
-
-    println!(
-        "campaigns_operator_process/{vendor}: {campaigns} campaigns x {devices} devices, waves 10%/50%/100%, sim time scale x{TIME_SCALE}, operator as a process (default polling)"
+    print_run(
+        &format!(
+            "campaigns_operator_process/{vendor}: {campaigns} campaigns x {devices} devices, waves 10%/50%/100%, sim time scale x{TIME_SCALE}, operator as a process (default polling)"
+        ),
+        &run,
+        stage
+            .sim
+            .state
+            .calls
+            .snapshot()
+            .into_iter()
+            .map(|call| (call.method, call.route, call.count)),
     );
-    println!(
-        "  created in {:.2} s; all Succeeded after {:.2} s wall time ({succeeded} devices upgraded)",
-        created.as_secs_f64(),
-        finished.as_secs_f64()
-    );
-    println!(
-        "  vendor calls: {total} ({:.1} per campaign)",
-        total as f64 / campaigns as f64
-    );
-    for ((method, route), count) in &by_route {
-        println!(
-            "    {method:6} {route}: {count} ({:.1} per campaign)",
-            *count as f64 / campaigns as f64
-        );
-    }
-    println!("  largest status: {largest_status} bytes");
     println!(
         "  operator process ({}): peak RSS {:.1} MiB, CPU {:.2} s ({:.2} s for the campaigns)",
         std::env::var(OPERATOR_ENV)
