@@ -79,6 +79,22 @@ pub enum VendorError {
         /// How long the vendor asked us to wait (`Retry-After`).
         retry_after: Option<Duration>,
     },
+    /// The vendor says the object does not exist, with a status other than 404 (ThingSpace
+    /// answers 400 "Invalid upgradeId" for an unknown campaign). Terminal; callers treat it
+    /// as [`VendorError::is_not_found`], like a 404 [`VendorError::Api`].
+    #[error("{vendor} {endpoint}: not found (HTTP {status}{}): {message}", code.as_deref().map(|c| format!(" {c}")).unwrap_or_default())]
+    NotFound {
+        /// The vendor.
+        vendor: &'static str,
+        /// The operation.
+        endpoint: &'static str,
+        /// The HTTP status the vendor really sent.
+        status: u16,
+        /// The vendor's error code.
+        code: Option<String>,
+        /// The vendor's message, with secrets redacted.
+        message: String,
+    },
     /// The vendor rejected the credentials. Terminal until the Secret changes: retrying a bad
     /// password can lock the account.
     #[error("{vendor}: credentials rejected: {message}")]
@@ -134,7 +150,8 @@ impl VendorError {
         match self {
             VendorError::Api { retryable, .. } => *retryable,
             VendorError::Network { .. } | VendorError::Io { .. } => true,
-            VendorError::Authentication { .. }
+            VendorError::NotFound { .. }
+            | VendorError::Authentication { .. }
             | VendorError::Decode { .. }
             | VendorError::Config { .. } => false,
         }
@@ -151,14 +168,17 @@ impl VendorError {
     /// The HTTP status, for errors that carry one.
     pub fn status(&self) -> Option<u16> {
         match self {
-            VendorError::Api { status, .. } => Some(*status),
+            VendorError::Api { status, .. } | VendorError::NotFound { status, .. } => Some(*status),
             _ => None,
         }
     }
 
     /// Whether the vendor said the object does not exist.
     pub fn is_not_found(&self) -> bool {
-        self.status() == Some(404)
+        matches!(
+            self,
+            VendorError::NotFound { .. } | VendorError::Api { status: 404, .. }
+        )
     }
 
     /// A short machine-readable reason, for conditions and metrics.
@@ -166,7 +186,7 @@ impl VendorError {
         match self {
             VendorError::Api { status: 429, .. } => "VendorThrottled",
             VendorError::Api { status, .. } if *status >= 500 => "VendorUnavailable",
-            VendorError::Api { .. } => "VendorRejected",
+            VendorError::Api { .. } | VendorError::NotFound { .. } => "VendorRejected",
             VendorError::Authentication { .. } => "AuthenticationFailed",
             VendorError::Network { .. } => "VendorUnreachable",
             VendorError::Decode { .. } => "VendorProtocolError",

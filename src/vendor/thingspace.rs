@@ -832,9 +832,8 @@ fn is_already_finished(err: &VendorError) -> bool {
         && words.iter().any(|word| FINISHED.contains(&word.as_str()))
 }
 
-/// Turns ThingSpace's "Invalid upgradeId" (HTTP 400) into the vendor layer's not-found (404,
-/// [`VendorError::is_not_found`]), so that a campaign that is gone reads as missing rather
-/// than as a refused call. The message says what ThingSpace really answered.
+/// Turns ThingSpace's "Invalid upgradeId" (HTTP 400) into [`VendorError::NotFound`], so that
+/// a campaign that is gone reads as missing rather than as a refused call.
 fn campaign_not_found(err: VendorError) -> VendorError {
     if !is_unknown_campaign(&err) {
         return err;
@@ -843,18 +842,16 @@ fn campaign_not_found(err: VendorError) -> VendorError {
         VendorError::Api {
             vendor,
             endpoint,
+            status,
             code,
             message,
-            retry_after,
             ..
-        } => VendorError::Api {
+        } => VendorError::NotFound {
             vendor,
             endpoint,
-            status: 404,
+            status,
             code,
-            message: format!("{message} (HTTP 400: ThingSpace does not know this campaign)"),
-            retryable: false,
-            retry_after,
+            message,
         },
         other => other,
     }
@@ -1001,6 +998,7 @@ mod tests {
         assert!(err.is_not_found(), "{err}");
         assert!(!err.is_retryable());
         assert!(err.to_string().contains("Invalid upgradeId"), "{err}");
+        assert_eq!(err.status(), Some(400), "the status ThingSpace really sent");
         for (code, message) in [
             ("INVALID_PARAMETER", "invalid upgrade id."),
             ("INVALID_PARAMETER", "INVALID_UPGRADEID"),
