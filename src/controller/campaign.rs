@@ -320,7 +320,7 @@ impl Run {
             .is_some_and(|target| target.vendor == Vendor::Iotaap);
         let before_intent = self.written.clone();
         if !interrupted && !stalled && !idempotent {
-            self.write_intent(decision).await?;
+            self.write_status(decision).await?;
         }
         match self.start_wave(name, devices, look_up).await {
             Ok(vendor_id) => Ok(vendor_id),
@@ -333,9 +333,10 @@ impl Run {
         }
     }
 
-    /// Writes the decision's status (a wave started, its vendor ID not yet known) without
-    /// publishing its events: they go out once the vendor accepted the start.
-    async fn write_intent(&mut self, decision: &Decision) -> Result<(), ControllerError> {
+    /// Writes the decision's status when it differs from the stored one, without publishing its
+    /// events. A wave's intent (started, vendor ID not yet known) is written this way: its
+    /// events go out once the vendor accepted the start.
+    async fn write_status(&mut self, decision: &Decision) -> Result<(), ControllerError> {
         if decision.status_changed(self.written.as_ref()) {
             self.ctx
                 .write_status(&*self.campaign, &decision.status)
@@ -473,13 +474,7 @@ impl Run {
     /// stored one.
     async fn commit(&mut self, decision: &Decision) -> Result<(), ControllerError> {
         self.publish(decision).await;
-        if decision.status_changed(self.written.as_ref()) {
-            self.ctx
-                .write_status(&*self.campaign, &decision.status)
-                .await?;
-            self.written = Some(decision.status.clone());
-        }
-        Ok(())
+        self.write_status(decision).await
     }
 
     /// Publishes the decision's events, once per reconcile.
