@@ -20,4 +20,5 @@ pub mod pipeline;
 pub mod reconcile;
 pub mod signing;
 pub mod sim;
+pub mod streams;
 pub mod vendor;

@@ -54,9 +54,7 @@ pub async fn fetch_and_register_thingspace(
     spec: &PackageSpec,
 ) -> Result<(SpooledArtifact, RegisteredPackage), PipelineError> {
     let (tee, chunks) = tokio::sync::mpsc::channel(TEE_DEPTH);
-    let body = futures::stream::unfold(chunks, |mut chunks| async move {
-        chunks.recv().await.map(|chunk| (chunk, chunks))
-    });
+    let body = crate::streams::receiver_stream(chunks);
     let (fetched, streamed) = tokio::join!(
         fetcher.fetch_teed(request, tee),
         client.register_package_streaming(spec, body)
@@ -109,9 +107,7 @@ pub async fn fetch_and_register_iotda(
     }
     let key = client.object_key(spec, file_name);
     let (tee, chunks) = tokio::sync::mpsc::channel(TEE_DEPTH);
-    let body = futures::stream::unfold(chunks, |mut chunks| async move {
-        chunks.recv().await.map(|chunk| (chunk, chunks))
-    });
+    let body = crate::streams::receiver_stream(chunks);
     let (fetched, staged) = tokio::join!(
         fetcher.fetch_teed(request, tee),
         client.obs().stage_stream(&key, body, OBS_PARTS_IN_FLIGHT)

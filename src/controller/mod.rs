@@ -485,7 +485,7 @@ impl Shared {
                     })
                 },
             )
-            .reconcile_on(tokio_stream_from(drifted))
+            .reconcile_on(crate::streams::unbounded_receiver_stream(drifted))
             .graceful_shutdown_on(stop.clone())
             .run(
                 traced(package::KIND, package::reconcile),
@@ -529,14 +529,6 @@ where
         .filter(|object| refers_to(object, name))
         .map(|object| ObjectRef::from_obj(&*object))
         .collect()
-}
-
-fn tokio_stream_from<T: Send + 'static>(
-    receiver: tokio::sync::mpsc::UnboundedReceiver<T>,
-) -> impl futures::Stream<Item = T> + Send + 'static {
-    futures::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|item| (item, receiver))
-    })
 }
 
 /// Wraps a reconciler with a span per reconcile, the reconcile metrics and backoff reset.

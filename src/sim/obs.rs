@@ -1167,9 +1167,7 @@ fn segments_body(segments: Vec<Segment>, start: u64, length: u64) -> Body {
             let _ = sender.blocking_send(Err(e));
         }
     });
-    Body::from_stream(futures::stream::unfold(chunks, |mut chunks| async move {
-        chunks.recv().await.map(|chunk| (chunk, chunks))
-    }))
+    Body::from_stream(crate::streams::receiver_stream(chunks))
 }
 
 fn read_segments(
