@@ -7,7 +7,7 @@
 //!
 //! Run: `cargo bench --bench artifact_upload`
 
-use std::{io::Write, net::SocketAddr, path::PathBuf, time::Instant};
+use std::{net::SocketAddr, path::PathBuf, time::Instant};
 
 use axum::{Router, body::Body, http::header, response::IntoResponse, routing::get};
 use otaplane::{
@@ -16,39 +16,12 @@ use otaplane::{
     sim::{self, SimConfig},
     vendor::{PackageSpec, PackageVendorSpec, iotda::SigningChoice, obs::DEFAULT_PART_SIZE},
 };
-use rand::{RngCore, SeedableRng};
 
 mod common;
+
+use common::{openssl_seconds, write_random_file};
 #[path = "../tests/support/mod.rs"]
 mod support;
-
-fn write_random_file(dir: &std::path::Path, mib: usize) -> PathBuf {
-    let path = dir.join("artifact.bin");
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..mib {
-        rng.fill_bytes(&mut block);
-        file.write_all(&block).unwrap();
-    }
-    file.flush().unwrap();
-    path
-}
-
-fn openssl_seconds(path: &std::path::Path) -> Option<(f64, String)> {
-    let started = Instant::now();
-    let output = std::process::Command::new("openssl")
-        .args(["dgst", "-sha256", "-r"])
-        .arg(path)
-        .output()
-        .ok()?;
-    let elapsed = started.elapsed().as_secs_f64();
-    let digest = String::from_utf8_lossy(&output.stdout)
-        .split_whitespace()
-        .next()?
-        .to_string();
-    Some((elapsed, digest))
-}
 
 async fn serve_file(path: PathBuf) -> SocketAddr {
     let app = Router::new().route(

@@ -19,7 +19,7 @@
 
 use std::{
     collections::HashMap,
-    io::{BufRead, Write},
+    io::BufRead,
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -35,10 +35,12 @@ use otaplane::{
         CallObserver, PackageSpec, PackageVendorSpec, iotda::SigningChoice, obs::DEFAULT_PART_SIZE,
     },
 };
-use rand::{RngCore, SeedableRng};
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+use common::{openssl_seconds, write_random_file};
 
 /// Set in the artifact-server child: the file it serves.
 const SERVE_ARTIFACT_ENV: &str = "OTAPLANE_BENCH_SERVE_ARTIFACT";
@@ -83,9 +85,7 @@ async fn serve_artifact(path: PathBuf) {
                         }
                     }
                 });
-                let stream = futures::stream::unfold(blocks, |mut blocks| async move {
-                    blocks.recv().await.map(|block| (block, blocks))
-                });
+                let stream = otaplane::streams::receiver_stream(blocks);
                 (
                     [(header::CONTENT_LENGTH, length.to_string())],
                     Body::from_stream(stream),
@@ -255,34 +255,6 @@ fn otaplane_binary() -> PathBuf {
         assert!(built.success(), "cargo build --release --bin otaplane");
     }
     binary
-}
-
-fn write_random_file(dir: &Path, mib: usize) -> PathBuf {
-    let path = dir.join("artifact.bin");
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..mib {
-        rng.fill_bytes(&mut block);
-        file.write_all(&block).unwrap();
-    }
-    file.flush().unwrap();
-    path
-}
-
-fn openssl_seconds(path: &Path) -> Option<(f64, String)> {
-    let started = Instant::now();
-    let output = Command::new("openssl")
-        .args(["dgst", "-sha256", "-r"])
-        .arg(path)
-        .output()
-        .ok()?;
-    let elapsed = started.elapsed().as_secs_f64();
-    let digest = String::from_utf8_lossy(&output.stdout)
-        .split_whitespace()
-        .next()?
-        .to_string();
-    Some((elapsed, digest))
 }
 
 fn iotda_spec(version: &str) -> PackageSpec {

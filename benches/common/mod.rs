@@ -27,3 +27,36 @@ pub fn print_upload_runs(label: &str, bytes: u64, timings: &[Duration]) {
             .collect::<Vec<_>>()
     );
 }
+
+/// Writes `mib` MiB of seeded random bytes to `dir/artifact.bin` and returns its path.
+pub fn write_random_file(dir: &std::path::Path, mib: usize) -> std::path::PathBuf {
+    use rand::{RngCore, SeedableRng};
+    use std::io::Write;
+    let path = dir.join("artifact.bin");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        rng.fill_bytes(&mut block);
+        file.write_all(&block).unwrap();
+    }
+    file.flush().unwrap();
+    path
+}
+
+/// How long `openssl dgst -sha256` takes over `path` (the hashing floor), and the digest it
+/// printed; `None` without openssl.
+pub fn openssl_seconds(path: &std::path::Path) -> Option<(f64, String)> {
+    let started = std::time::Instant::now();
+    let output = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-r"])
+        .arg(path)
+        .output()
+        .ok()?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let digest = String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .next()?
+        .to_string();
+    Some((elapsed, digest))
+}
