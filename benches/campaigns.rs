@@ -12,9 +12,11 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod campaign_scenario;
+
 mod common;
 
-use common::campaigns::{TIME_SCALE, create_and_wait, env_or, print_run, sim_config};
+use campaign_scenario::{TIME_SCALE, create_and_wait, env_or, print_run, sim_config};
 
 use kube::Api;
 use otaplane::api::UpgradeCampaign;

@@ -15,10 +15,11 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-mod common;
+mod campaign_scenario;
+
 mod operator_process;
 
-use common::campaigns::{TIME_SCALE, create_and_wait, env_or, print_run, sim_config};
+use campaign_scenario::{TIME_SCALE, create_and_wait, env_or, print_run, sim_config};
 
 use kube::Api;
 use operator_process::{OPERATOR_ENV, OperatorProcess, ProcessUsage};

@@ -13,10 +13,10 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use otaplane::api::{CampaignPhase, UpgradeCampaign, WavePhase};
 use otaplane::sim::config::DEMO_IOTAAP_USER_ID;
 use otaplane::sim::faults::{FaultAction, FaultRule};
-use otaplane::sim::fleet::{Behaviour, BehaviourRule, DeviceSpec, UpgradeTiming};
+use otaplane::sim::fleet::{Behaviour, BehaviourRule, DeviceSpec};
 use otaplane::sim::{SimConfig, Vendor as SimVendor, VendorAdmin};
 use serde_json::{Value, json};
-use support::operator::{NAMESPACE, Stage, condition, reason};
+use support::operator::{NAMESPACE, Stage, campaign_sim_config, condition, reason};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// Virtual seconds per real second: an upgrade (8 virtual seconds) takes about 13 ms.
@@ -40,28 +40,11 @@ impl Vendor {
     }
 }
 
-/// A fast simulator whose devices behave by ID prefix: `fail-*` fail, `off-*` never report,
-/// `slow-*` (and IoTaaP devices of seed 0xff) take a thousand times longer, everyone else
-/// succeeds. Its virtual clock starts at
-/// today's midnight (UTC), so ThingSpace accepts campaigns that start "today".
+/// A fast simulator ([`campaign_sim_config`]) whose devices behave by ID prefix: `fail-*`
+/// fail, `off-*` never report, `slow-*` (and IoTaaP devices of seed 0xff) take a thousand times
+/// longer, everyone else succeeds.
 fn sim_config(iotaap_devices: &[String]) -> SimConfig {
-    let mut config = SimConfig {
-        time_scale: TIME_SCALE,
-        start_time: Some(
-            jiff::Timestamp::now()
-                .to_zoned(jiff::tz::TimeZone::UTC)
-                .start_of_day()
-                .expect("midnight exists")
-                .timestamp(),
-        ),
-        ..SimConfig::default()
-    };
-    config.fleet.timing = UpgradeTiming {
-        queue_secs: 2.0,
-        download_secs: 4.0,
-        install_secs: 2.0,
-        jitter: 0.25,
-    };
+    let mut config = campaign_sim_config(TIME_SCALE);
     let rule = |device: &str, behaviour: Behaviour| BehaviourRule {
         vendor: None,
         account: None,

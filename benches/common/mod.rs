@@ -1,8 +1,6 @@
 //! Measurement helpers shared by the root benchmarks (each declares `mod common;`).
 #![allow(dead_code)]
 
-pub mod campaigns;
-
 use std::time::Duration;
 
 /// Peak resident set size of this process (`VmHWM`), in MiB.

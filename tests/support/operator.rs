@@ -48,6 +48,30 @@ pub fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// A simulator for campaigns. Its clock runs `time_scale` times real time from today's
+/// midnight (UTC), so ThingSpace accepts campaigns that start "today"; an upgrade takes about 8
+/// virtual seconds (2 queued, 4 downloading, 2 installing, 25 % jitter).
+pub fn campaign_sim_config(time_scale: f64) -> SimConfig {
+    let mut config = SimConfig {
+        time_scale,
+        start_time: Some(
+            jiff::Timestamp::now()
+                .to_zoned(jiff::tz::TimeZone::UTC)
+                .start_of_day()
+                .expect("midnight exists")
+                .timestamp(),
+        ),
+        ..SimConfig::default()
+    };
+    config.fleet.timing = otaplane::sim::fleet::UpgradeTiming {
+        queue_secs: 2.0,
+        download_secs: 4.0,
+        install_secs: 2.0,
+        jitter: 0.25,
+    };
+    config
+}
+
 /// Size of the images the artifact server serves.
 pub const FIRMWARE_SIZE: usize = 256 << 10;
 

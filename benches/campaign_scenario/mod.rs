@@ -1,11 +1,11 @@
 //! The campaign scenario both campaign benchmarks run: the simulator's configuration and the
 //! campaigns (waves of 10%, 50% and 100%).
 
+use crate::support::operator::campaign_sim_config;
 use otaplane::api::{
     CampaignPhase, LocalObjectReference, Strategy, UpgradeCampaign, UpgradeCampaignSpec, Waves,
 };
 use otaplane::sim::SimConfig;
-use otaplane::sim::fleet::UpgradeTiming;
 
 /// Virtual seconds per real second.
 pub const TIME_SCALE: f64 = 600.0;
@@ -18,26 +18,9 @@ pub fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The simulator: an upgrade takes about 8 virtual seconds; the virtual clock starts at today's
-/// midnight (UTC), so ThingSpace campaigns that start "today" are valid.
+/// The simulator ([`campaign_sim_config`]) with tokens and sessions that outlive the run.
 pub fn sim_config() -> SimConfig {
-    let mut config = SimConfig {
-        time_scale: TIME_SCALE,
-        start_time: Some(
-            jiff::Timestamp::now()
-                .to_zoned(jiff::tz::TimeZone::UTC)
-                .start_of_day()
-                .expect("midnight exists")
-                .timestamp(),
-        ),
-        ..SimConfig::default()
-    };
-    config.fleet.timing = UpgradeTiming {
-        queue_secs: 2.0,
-        download_secs: 4.0,
-        install_secs: 2.0,
-        jitter: 0.25,
-    };
+    let mut config = campaign_sim_config(TIME_SCALE);
     config.thingspace.token_lifetime_secs = 30 * 24 * 3600;
     config.thingspace.session_idle_secs = 30 * 24 * 3600;
     config.thingspace.validation_delay_secs = 1;
