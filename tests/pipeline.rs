@@ -228,6 +228,37 @@ async fn iotda_artifact_server(
 }
 
 /// Whether OBS received a part of an open multipart upload within 60 s.
+/// What an IoTDA one-pass registration returned.
+type OnePass = Result<
+    (
+        otaplane::artifact::SpooledArtifact,
+        otaplane::vendor::RegisteredPackage,
+    ),
+    PipelineError,
+>;
+
+/// Serves `data` ([`iotda_artifact_server`], with `gate`) and registers it with `client` in one
+/// pass as `fw.bin`, expecting `expected_sha256` (the image's own SHA-256 when `None`, which is
+/// returned either way).
+async fn register_one_pass(
+    client: &IotdaClient,
+    data: Vec<u8>,
+    expected_sha256: Option<String>,
+    gate: Option<(usize, Arc<SimState>, Arc<AtomicBool>)>,
+) -> (OnePass, String) {
+    let sha256 = hex::encode(Sha256::digest(&data));
+    let url = iotda_artifact_server(data, gate).await;
+    let result = fetch_and_register_iotda(
+        &ArtifactFetcher::new(ArtifactPolicy::default()),
+        &request(url, expected_sha256.unwrap_or_else(|| sha256.clone())),
+        client,
+        &iotda_spec(),
+        "fw.bin",
+    )
+    .await;
+    (result, sha256)
+}
+
 async fn wait_for_a_part(sim: &SimState) -> bool {
     for _ in 0..6000 {
         let parts_received = sim.obs.snapshot(sim)["uploads"]
@@ -293,20 +324,10 @@ async fn an_iotda_image_goes_up_in_parts_while_it_downloads() {
     let sim = sim::start(SimConfig::default()).await.unwrap();
     let calls = Arc::new(Calls::default());
     let client = iotda(&sim, &calls);
-    let data = image(LARGE);
-    let sha256 = hex::encode(Sha256::digest(&data));
     let part_seen = Arc::new(AtomicBool::new(false));
     let gate = (2 * PART as usize, sim.state.clone(), part_seen.clone());
-    let url = iotda_artifact_server(data, Some(gate)).await;
-    let (artifact, registered) = fetch_and_register_iotda(
-        &ArtifactFetcher::new(ArtifactPolicy::default()),
-        &request(url, sha256.clone()),
-        &client,
-        &iotda_spec(),
-        "fw.bin",
-    )
-    .await
-    .unwrap();
+    let (registration, sha256) = register_one_pass(&client, image(LARGE), None, Some(gate)).await;
+    let (artifact, registered) = registration.unwrap();
     assert!(
         part_seen.load(Ordering::SeqCst),
         "a part reached OBS before the artifact server sent the rest"
@@ -339,16 +360,9 @@ async fn an_iotda_checksum_mismatch_aborts_the_upload_and_creates_nothing() {
     let sim = sim::start(SimConfig::default()).await.unwrap();
     let calls = Arc::new(Calls::default());
     let client = iotda(&sim, &calls);
-    let url = iotda_artifact_server(image(LARGE), None).await;
-    let err = fetch_and_register_iotda(
-        &ArtifactFetcher::new(ArtifactPolicy::default()),
-        &request(url, "0".repeat(64)),
-        &client,
-        &iotda_spec(),
-        "fw.bin",
-    )
-    .await
-    .unwrap_err();
+    let (registration, _) =
+        register_one_pass(&client, image(LARGE), Some("0".repeat(64)), None).await;
+    let err = registration.unwrap_err();
     assert!(
         matches!(
             err,
@@ -378,18 +392,8 @@ async fn a_reset_in_the_middle_of_a_part_resends_only_that_part() {
     sim.state.faults.add(vec![obs_reset(1)]);
     let calls = Arc::new(Calls::default());
     let client = iotda(&sim, &calls);
-    let data = image(LARGE);
-    let sha256 = hex::encode(Sha256::digest(&data));
-    let url = iotda_artifact_server(data, None).await;
-    let (_, registered) = fetch_and_register_iotda(
-        &ArtifactFetcher::new(ArtifactPolicy::default()),
-        &request(url, sha256.clone()),
-        &client,
-        &iotda_spec(),
-        "fw.bin",
-    )
-    .await
-    .unwrap();
+    let (registration, sha256) = register_one_pass(&client, image(LARGE), None, None).await;
+    let (_, registered) = registration.unwrap();
     assert_eq!(calls.count("upload_part"), 6, "5 parts + 1 resend");
     assert_eq!(calls.count("initiate_multipart_upload"), 1, "not redone");
     assert_eq!(calls.count("complete_multipart_upload"), 1);
@@ -410,18 +414,8 @@ async fn a_part_that_keeps_breaking_is_redone_from_the_spool() {
     sim.state.faults.add(vec![obs_reset(attempts)]);
     let calls = Arc::new(Calls::default());
     let client = iotda(&sim, &calls);
-    let data = image(LARGE);
-    let sha256 = hex::encode(Sha256::digest(&data));
-    let url = iotda_artifact_server(data, None).await;
-    let (_, registered) = fetch_and_register_iotda(
-        &ArtifactFetcher::new(ArtifactPolicy::default()),
-        &request(url, sha256.clone()),
-        &client,
-        &iotda_spec(),
-        "fw.bin",
-    )
-    .await
-    .unwrap();
+    let (registration, sha256) = register_one_pass(&client, image(LARGE), None, None).await;
+    let (_, registered) = registration.unwrap();
     assert_eq!(
         calls.count("initiate_multipart_upload"),
         2,
@@ -449,18 +443,8 @@ async fn an_iotda_image_within_one_part_goes_up_in_one_put_after_the_fetch() {
     let sim = sim::start(SimConfig::default()).await.unwrap();
     let calls = Arc::new(Calls::default());
     let client = iotda(&sim, &calls);
-    let data = image(PART as usize);
-    let sha256 = hex::encode(Sha256::digest(&data));
-    let url = iotda_artifact_server(data, None).await;
-    let (_, registered) = fetch_and_register_iotda(
-        &ArtifactFetcher::new(ArtifactPolicy::default()),
-        &request(url, sha256.clone()),
-        &client,
-        &iotda_spec(),
-        "fw.bin",
-    )
-    .await
-    .unwrap();
+    let (registration, sha256) = register_one_pass(&client, image(PART as usize), None, None).await;
+    let (_, registered) = registration.unwrap();
     assert_eq!(calls.count("put_object"), 1);
     assert_eq!(calls.count("initiate_multipart_upload"), 0);
     assert_eq!(calls.count("create_ota_package"), 1);
