@@ -79,6 +79,16 @@ impl ControllerError {
     }
 }
 
+/// A one-pass registration failed on the artifact or at the vendor: the same as either alone.
+impl From<crate::pipeline::PipelineError> for ControllerError {
+    fn from(err: crate::pipeline::PipelineError) -> Self {
+        match err {
+            crate::pipeline::PipelineError::Artifact(err) => ControllerError::Artifact(err),
+            crate::pipeline::PipelineError::Vendor(err) => ControllerError::Vendor(err),
+        }
+    }
+}
+
 impl From<kube::runtime::finalizer::Error<ControllerError>> for ControllerError {
     fn from(err: kube::runtime::finalizer::Error<ControllerError>) -> Self {
         use kube::runtime::finalizer::Error;

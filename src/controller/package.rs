@@ -370,29 +370,27 @@ async fn register(
         *status = progress;
     }
     let request = artifact_request(package, ctx).await?;
-    let pipeline_error = |err| match err {
-        crate::pipeline::PipelineError::Artifact(err) => ControllerError::Artifact(err),
-        crate::pipeline::PipelineError::Vendor(err) => ControllerError::Vendor(err),
-    };
     // ThingSpace and IoTDA upload while the image downloads; IoTaaP only verifies it.
     let (artifact, registered) = match client {
-        VendorClient::ThingSpace(thingspace) => crate::pipeline::fetch_and_register_thingspace(
-            &ctx.fetcher,
-            &request,
-            thingspace,
-            &resolved.spec,
-        )
-        .await
-        .map_err(pipeline_error)?,
-        VendorClient::Iotda(iotda) => crate::pipeline::fetch_and_register_iotda(
-            &ctx.fetcher,
-            &request,
-            iotda,
-            &resolved.spec,
-            artifact_file_name(&request.url),
-        )
-        .await
-        .map_err(pipeline_error)?,
+        VendorClient::ThingSpace(thingspace) => {
+            crate::pipeline::fetch_and_register_thingspace(
+                &ctx.fetcher,
+                &request,
+                thingspace,
+                &resolved.spec,
+            )
+            .await?
+        }
+        VendorClient::Iotda(iotda) => {
+            crate::pipeline::fetch_and_register_iotda(
+                &ctx.fetcher,
+                &request,
+                iotda,
+                &resolved.spec,
+                artifact_file_name(&request.url),
+            )
+            .await?
+        }
         VendorClient::Iotaap(_) => {
             let artifact = ctx.fetcher.fetch(&request).await?;
             let registered = client
